@@ -1,0 +1,1 @@
+"""Experiments beyond the training pipeline; each runs as `python -m experiments.<name>`."""

@@ -1,0 +1,1 @@
+"""Fit y = w·x² + b by gradient descent, with NumPy or torch, tracked in MLflow."""

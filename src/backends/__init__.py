@@ -1,0 +1,55 @@
+"""Gradient-descent backends: one module each, with the same `fit` function.
+
+`fit(x, y, w0, b0, lr=..., steps=..., device=...) -> History` runs full-batch gradient
+descent on 0.5·Σ(w·x² + b − y)², starting from (w0, b0), and hands back every step.
+Each backend imports its framework itself, so choosing numpy never imports torch.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import NamedTuple
+
+import numpy as np
+
+
+class History(NamedTuple):
+    """What gradient descent did, one entry per completed step.
+
+    loss[i] is the loss at the parameters entering step i; w[i] and b[i] are the
+    parameters leaving it. When `diverged` is true, the loss of the step after the
+    last entry was not finite and training stopped there.
+    """
+
+    loss: np.ndarray
+    w: np.ndarray
+    b: np.ndarray
+    diverged: bool
+
+
+def load_fit(backend: str):
+    """The `fit` function of the backend named "numpy" or "torch"."""
+    return importlib.import_module(f"src.backends.{backend}_gd").fit
+
+
+def resolve_device(backend: str, requested: str) -> str:
+    """The device to train on: "cpu" or "cuda", from "cpu", "cuda" or "auto" (cuda when usable).
+
+    Raises ValueError when cuda is asked for and cannot be used, saying why.
+    """
+    if backend == "numpy":
+        if requested == "cuda":
+            raise ValueError("the numpy backend runs on the CPU only; use backend=torch for device=cuda")
+        return "cpu"
+    import torch
+
+    if requested == "cpu" or (requested == "auto" and not torch.cuda.is_available()):
+        return "cpu"
+    if not torch.cuda.is_available():
+        reason = (
+            f"this torch {torch.__version__} was built without CUDA"
+            if torch.version.cuda is None
+            else f"torch {torch.__version__} (CUDA {torch.version.cuda}) sees no usable GPU"
+        )
+        raise ValueError(f"device=cuda was asked for, but {reason}; use device=cpu or device=auto")
+    return "cuda"

@@ -1,0 +1,114 @@
+"""The problem of §2.6 and §2.7: y = w·x² + b fitted by the loss 0.5·Σ(ŷ − y)².
+
+Pure NumPy: data and initial values are drawn from an explicit random stream, and the
+closed-form facts about the loss (its optimum, its stable step sizes) are computed here.
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import numpy as np
+
+
+class Problem(NamedTuple):
+    x: np.ndarray  # shape (n,)
+    y: np.ndarray  # shape (n,)
+    w0: float
+    b0: float
+
+
+def sample_problem(
+    *,
+    stream: str,
+    seed: int,
+    n: int,
+    noise: float,
+    true_w: float,
+    true_b: float,
+    x_min: float,
+    x_max: float,
+    init_w: str,
+    init_b: str,
+    dtype: str,
+) -> Problem:
+    """Draw y = true_w·x² + true_b + noise·U(0, 1) on linspace(x_min, x_max, n), then w0 and b0.
+
+    `stream` picks the random numbers: "generator" is `np.random.default_rng(seed)`;
+    "legacy_numpy" and "legacy_torch" replay the book's global-RNG calls, in the book's
+    order (noise first, then w, then b), so that the book's numbers come out exactly.
+    `init_w` and `init_b` are "uniform" (U(0, 1)), "normal" (N(0, 1)) or "zeros".
+    """
+    samplers = {
+        "generator": _sample_generator,
+        "legacy_numpy": _sample_legacy_numpy,
+        "legacy_torch": _sample_legacy_torch,
+    }
+    x, y, w0, b0 = samplers[stream](seed, n, noise, true_w, true_b, x_min, x_max, init_w, init_b)
+    return Problem(x.astype(dtype, copy=False), y.astype(dtype, copy=False), w0, b0)
+
+
+def _sample_generator(seed, n, noise, true_w, true_b, x_min, x_max, init_w, init_b):
+    rng = np.random.default_rng(seed)
+    x = np.linspace(x_min, x_max, n)
+    y = true_w * x**2 + true_b + noise * rng.random(n)
+    w0 = _draw(init_w, rng.random, rng.standard_normal)
+    b0 = _draw(init_b, rng.random, rng.standard_normal)
+    return x, y, w0, b0
+
+
+def _sample_legacy_numpy(seed, n, noise, true_w, true_b, x_min, x_max, init_w, init_b):
+    # §2.6: np.random.seed(100); ... np.random.rand(x.size); w1 = rand(1, 1); b1 = rand(1, 1).
+    # RandomState(seed) is that same stream without touching NumPy's global state.
+    rs = np.random.RandomState(seed)
+    x = np.linspace(x_min, x_max, n).reshape(n, 1)
+    y = true_w * np.power(x, 2) + true_b + noise * rs.rand(x.size).reshape(n, 1)
+    w0 = _draw(init_w, lambda: rs.rand(1, 1), lambda: rs.randn(1, 1))
+    b0 = _draw(init_b, lambda: rs.rand(1, 1), lambda: rs.randn(1, 1))
+    return x.ravel(), y.ravel(), w0, b0
+
+
+def _sample_legacy_torch(seed, n, noise, true_w, true_b, x_min, x_max, init_w, init_b):
+    # §2.7: torch.manual_seed(100); x = linspace in float32; y = 3x² + 2 + 0.2·rand; w = randn(1, 1).
+    import torch
+
+    g = torch.Generator().manual_seed(seed)
+    x = torch.unsqueeze(torch.linspace(x_min, x_max, n), dim=1)
+    y = true_w * x.pow(2) + true_b + noise * torch.rand(x.size(), generator=g)
+    w0 = _draw(init_w, lambda: torch.rand(1, 1, generator=g), lambda: torch.randn(1, 1, generator=g))
+    b0 = _draw(init_b, lambda: torch.rand(1, 1, generator=g), lambda: torch.randn(1, 1, generator=g))
+    return x.numpy().ravel(), y.numpy().ravel(), w0, b0
+
+
+def _draw(scheme: str, uniform, normal) -> float:
+    if scheme == "zeros":
+        return 0.0
+    value = uniform() if scheme == "uniform" else normal()
+    return float(np.asarray(value).item())
+
+
+def loss(x: np.ndarray, y: np.ndarray, w: float, b: float) -> float:
+    """The book's loss, 0.5·Σ(w·x² + b − y)²."""
+    r = w * x**2 + b - y
+    return float(0.5 * np.dot(r, r))
+
+
+def hessian(x: np.ndarray) -> np.ndarray:
+    """The (constant) Hessian of the loss in (w, b): [[Σx⁴, Σx²], [Σx², n]]."""
+    x = x.astype(np.float64)
+    x2 = x**2
+    return np.array([[np.dot(x2, x2), x2.sum()], [x2.sum(), x.size]])
+
+
+def lr_bound(x: np.ndarray) -> float:
+    """The largest stable step: gradient descent on this quadratic converges iff lr < 2/λ_max(H)."""
+    return float(2.0 / np.linalg.eigvalsh(hessian(x))[-1])
+
+
+def least_squares(x: np.ndarray, y: np.ndarray) -> tuple[float, float]:
+    """The exact minimiser (w*, b*) of the loss: the normal equations H·(w, b) = (Σx²y, Σy)."""
+    x = x.astype(np.float64)
+    y = y.astype(np.float64)
+    x2 = x**2
+    w, b = np.linalg.solve(hessian(x), np.array([np.dot(x2, y), y.sum()]))
+    return float(w), float(b)

@@ -1,0 +1,142 @@
+"""Train: `python -m src.train [key=value ...]`.
+
+Composes `conf/`, fits y = w·x² + b with the chosen backend, and records the run in
+MLflow: params, per-step loss/w/b, final values, the loss and fit plots, the resolved
+config and the history as CSV. Returns the final loss, so Hydra sweepers can minimise it.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+from dataclasses import dataclass
+from pathlib import Path
+
+import hydra
+import numpy as np
+from hydra.core.hydra_config import HydraConfig
+from omegaconf import DictConfig, OmegaConf
+
+from src import plots, problem, tracking
+from src.backends import History, load_fit, resolve_device
+from src.config import ConfigError, TrainConfig, load_config
+
+log = logging.getLogger(__name__)
+
+
+class TrainingDiverged(RuntimeError):
+    """The loss stopped being finite; the run is recorded as FAILED."""
+
+
+@dataclass(frozen=True)
+class Result:
+    run_id: str
+    loss: float
+    w: float
+    b: float
+
+
+def make_problem(config: TrainConfig) -> problem.Problem:
+    """The training data and the initial (w, b) that `config` asks for."""
+    data = config.data
+    return problem.sample_problem(
+        stream=config.rng.value,
+        seed=config.seed,
+        n=data.n,
+        noise=data.noise,
+        true_w=data.true_w,
+        true_b=data.true_b,
+        x_min=data.x_min,
+        x_max=data.x_max,
+        init_w=config.init.w.value,
+        init_b=config.init.b.value,
+        dtype=config.dtype.value,
+    )
+
+
+def train(config: TrainConfig, resolved: dict, output_dir: Path) -> Result:
+    """Fit, write the run's files to `output_dir`, and record everything in MLflow.
+
+    `config` is the checked config; `resolved` is the same config as a plain dict, which
+    is logged as the run's params and saved as its config.yaml.
+    """
+    backend = config.backend.name.value
+    try:
+        device = resolve_device(backend, config.device.value)
+    except ValueError as e:
+        raise ConfigError(f"config key 'device': {e}") from e
+    x, y, w0, b0 = make_problem(config)
+    bound = problem.lr_bound(x)
+    if config.lr >= bound:
+        log.warning(
+            "lr=%g is at or above the stability bound 2/λ_max = %.6g for this data: expect divergence", config.lr, bound
+        )
+
+    fit = load_fit(backend)
+    client, experiment_id = tracking.open_experiment(tracking.tracking_uri(), config.experiment_name)
+    run_name = f"{backend}-{device}-lr{config.lr:g}-seed{config.seed}"
+    with tracking.tracked_run(client, experiment_id, run_name, tracking.run_tags(backend, device)) as run_id:
+        history = fit(x, y, w0, b0, lr=config.lr, steps=config.steps, device=device)
+        w, b = (float(history.w[-1]), float(history.b[-1])) if len(history.w) else (w0, b0)
+        final_loss = problem.loss(x, y, w, b)
+        _write_outputs(output_dir, x, y, history, w, b, OmegaConf.to_yaml(resolved))
+        tracking.log_params_and_history(
+            client,
+            run_id,
+            params={**tracking.flatten(resolved), "lr_bound": bound},
+            history={"loss": history.loss, "w": history.w, "b": history.b},
+            final={"final_loss": final_loss, "final_w": w, "final_b": b},
+        )
+        for name in ("loss.png", "fit.png", "config.yaml", "history.csv"):
+            client.log_artifact(run_id, str(output_dir / name))
+        if history.diverged:
+            raise TrainingDiverged(
+                f"the loss became non-finite at step {len(history.loss)} with lr={config.lr:g}; "
+                f"gradient descent on this data is stable only for lr < {bound:.6g}; lower lr"
+            )
+    return Result(run_id=run_id, loss=final_loss, w=w, b=b)
+
+
+def _write_outputs(
+    output_dir: Path, x: np.ndarray, y: np.ndarray, history: History, w: float, b: float, config_yaml: str
+) -> None:
+    output_dir.mkdir(parents=True, exist_ok=True)
+    plots.save(plots.plot_loss(history.loss), output_dir / "loss.png")
+    plots.save(plots.plot_fit(x, y, w, b), output_dir / "fit.png")
+    (output_dir / "config.yaml").write_text(config_yaml)
+    steps = np.arange(len(history.loss))
+    table = np.column_stack([steps, history.loss, history.w, history.b])
+    np.savetxt(
+        output_dir / "history.csv",
+        table,
+        delimiter=",",
+        header="step,loss,w,b",
+        comments="",
+        fmt=["%d", "%.17g", "%.17g", "%.17g"],
+    )
+
+
+def _interrupt(signum, frame):
+    raise KeyboardInterrupt(f"signal {signum}")
+
+
+@hydra.main(version_base="1.3", config_path="../conf", config_name="config")
+def main(cfg: DictConfig) -> float:
+    signal.signal(signal.SIGTERM, _interrupt)  # a terminated run ends KILLED, like Ctrl-C
+    try:
+        config = load_config(cfg)
+        resolved = OmegaConf.to_container(cfg, resolve=True)
+        result = train(config, resolved, Path(HydraConfig.get().runtime.output_dir))
+    except (ConfigError, TrainingDiverged) as e:
+        if os.environ.get("HYDRA_FULL_ERROR") == "1":
+            raise
+        raise SystemExit(f"error: {e}") from None
+    log.info("final loss %.6g  w %.6f  b %.6f", result.loss, result.w, result.b)
+    log.info("MLflow run %s in experiment '%s' at %s", result.run_id, config.experiment_name, tracking.tracking_uri())
+    log.info("to browse it: cd %s && mlflow ui   (then open http://127.0.0.1:5000)", tracking.PROJECT_ROOT)
+    return result.loss
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,92 @@
+"""Both backends, against each other and against what gradient descent must do."""
+
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from src.backends import load_fit
+from src.problem import lr_bound, sample_problem
+from tests.conftest import ROOT
+
+BACKENDS = ["numpy", "torch"]
+
+
+def _problem(dtype="float64", n=100, seed=0):
+    return sample_problem(
+        stream="generator", seed=seed, n=n, noise=0.2, true_w=3.0, true_b=2.0,
+        x_min=-1.0, x_max=1.0, init_w="normal", init_b="normal", dtype=dtype,
+    )  # fmt: skip
+
+
+def test_backends_follow_the_same_trajectory():
+    x, y, w0, b0 = _problem()
+    runs = {name: load_fit(name)(x, y, w0, b0, lr=0.005, steps=800) for name in BACKENDS}
+    a, b = runs["numpy"], runs["torch"]
+    assert len(a.loss) == len(b.loss) == 800
+    for series in ("loss", "w", "b"):
+        np.testing.assert_allclose(getattr(a, series), getattr(b, series), rtol=1e-10, atol=0)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_history_keeps_dtype_and_length(backend, dtype):
+    x, y, w0, b0 = _problem(dtype)
+    history = load_fit(backend)(x, y, w0, b0, lr=0.001, steps=37)
+    assert not history.diverged
+    assert [len(history.loss), len(history.w), len(history.b)] == [37, 37, 37]
+    assert history.w.dtype == np.dtype(dtype)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_first_step_is_one_gradient_step(backend):
+    x, y, w0, b0 = _problem()
+    lr = 0.003
+    history = load_fit(backend)(x, y, w0, b0, lr=lr, steps=1)
+    r = w0 * x**2 + b0 - y
+    assert history.loss[0] == pytest.approx(0.5 * np.sum(r**2), rel=1e-12)
+    assert history.w[0] == pytest.approx(w0 - lr * np.sum(r * x**2), rel=1e-12)
+    assert history.b[0] == pytest.approx(b0 - lr * np.sum(r), rel=1e-12)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_converges_to_least_squares_below_the_bound(backend):
+    x, y, w0, b0 = _problem()
+    history = load_fit(backend)(x, y, w0, b0, lr=0.9 * lr_bound(x), steps=3000)
+    # Closed-form least squares, computed independently of src.problem.
+    w_star, b_star = np.linalg.lstsq(np.column_stack([x**2, np.ones_like(x)]), y, rcond=None)[0]
+    assert history.w[-1] == pytest.approx(w_star, rel=1e-9)
+    assert history.b[-1] == pytest.approx(b_star, rel=1e-9)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_stops_at_the_first_non_finite_loss(backend):
+    x, y, w0, b0 = _problem()
+    history = load_fit(backend)(x, y, w0, b0, lr=5 * lr_bound(x), steps=5000)
+    assert history.diverged
+    assert 0 < len(history.loss) < 5000
+    assert np.isfinite(history.loss).all()
+    # The loss of the next step, from the last parameters kept, is the one that overflowed.
+    r = history.w[-1] * x**2 + history.b[-1] - y
+    with np.errstate(over="ignore"):
+        assert not np.isfinite(0.5 * np.dot(r, r))
+
+
+def test_numpy_training_never_imports_torch(tracking_env, tmp_path):
+    code = f"""
+import sys
+from pathlib import Path
+from src.config import load_config
+from src.train import train
+from tests.conftest import compose_config
+cfg = compose_config("backend=numpy", "steps=5")
+train(load_config(cfg), {{}}, Path({str(tmp_path)!r}))
+assert "src.backends.numpy_gd" in sys.modules
+print("torch imported:", "torch" in sys.modules)
+"""
+    done = subprocess.run(
+        [sys.executable, "-c", code], cwd=ROOT, env=tracking_env, capture_output=True, text=True, timeout=120
+    )
+    assert done.returncode == 0, done.stderr
+    assert "torch imported: False" in done.stdout

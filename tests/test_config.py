@@ -1,0 +1,108 @@
+"""The composed config: overrides, presets, and a clear error for every bad value."""
+
+from pathlib import Path
+
+import pytest
+import torch
+from hydra.errors import ConfigCompositionException, MissingConfigException
+
+from src.backends import resolve_device
+from src.config import Backend, ConfigError, Device, DType, Stream, load_config
+from tests.conftest import CONF, compose_config, run_cli
+
+PRESETS = sorted(p.stem for p in (CONF / "experiment").glob("*.yaml"))
+
+
+def test_defaults_load_typed():
+    config = load_config(compose_config())
+    assert config.backend.name is Backend.numpy
+    assert config.device is Device.auto and config.dtype is DType.float64 and config.rng is Stream.generator
+    assert (config.lr, config.steps, config.data.n, config.data.noise) == (0.001, 800, 100, 0.2)
+
+
+def test_overrides_reach_the_typed_config():
+    config = load_config(compose_config("backend=torch", "lr=0.01", "seed=1", "data.n=7", "device=cpu"))
+    assert config.backend.name is Backend.torch and config.device is Device.cpu
+    assert (config.lr, config.seed, config.data.n) == (0.01, 1, 7)
+
+
+def test_presets_exist():
+    assert {"seed_numpy", "seed_torch"} <= set(PRESETS)
+
+
+@pytest.mark.parametrize("preset", PRESETS)
+def test_every_preset_composes_and_loads(preset):
+    config = load_config(compose_config(f"+experiment={preset}"))
+    assert config.steps >= 1
+
+
+def test_seed_presets_select_the_books_streams():
+    numpy = load_config(compose_config("+experiment=seed_numpy"))
+    torch_ = load_config(compose_config("+experiment=seed_torch"))
+    assert (numpy.backend.name, numpy.rng, numpy.seed, numpy.dtype) == (
+        Backend.numpy, Stream.legacy_numpy, 100, DType.float64,
+    )  # fmt: skip
+    assert (torch_.backend.name, torch_.rng, torch_.seed, torch_.dtype) == (
+        Backend.torch, Stream.legacy_torch, 100, DType.float32,
+    )  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    "override,key,says",
+    [
+        ("+lrr=0.1", "lrr", "not in"),
+        ("device=gpu", "device", "expected one of [cpu, cuda, auto]"),
+        ("dtype=float16", "dtype", "expected one of [float32, float64]"),
+        ("rng=mt19937", "rng", "expected one of"),
+        ("init.w=ones", "init.w", "expected one of [uniform, normal, zeros]"),
+        ("lr=abc", "lr", "could not be converted"),
+        ("steps=1.5", "steps", "could not be converted"),
+        ("lr=0", "lr", "> 0"),
+        ("lr=-0.001", "lr", "> 0"),
+        ("lr=nan", "lr", "finite"),
+        ("lr=inf", "lr", "finite"),
+        ("steps=0", "steps", ">= 1"),
+        ("data.n=1", "data.n", ">= 2"),
+        ("data.noise=-0.1", "data.noise", ">= 0"),
+        ("data.x_min=1.0", "data.x_min", "x_min < x_max"),
+        ("data.x_max=-2.0", "data.x_min", "x_min < x_max"),
+        ("device=cuda", "device", "CPU only"),
+    ],
+)
+def test_bad_values_name_the_key(override, key, says):
+    with pytest.raises(ConfigError) as error:
+        load_config(compose_config(override))
+    assert f"config key '{key}'" in str(error.value)
+    assert says in str(error.value)
+
+
+def test_unknown_backend_lists_the_choices():
+    with pytest.raises(MissingConfigException) as error:
+        compose_config("backend=jax")
+    assert "backend/jax" in str(error.value)
+    assert "Available options in 'backend':\n\tnumpy\n\ttorch" in str(error.value)
+
+
+def test_misspelt_key_is_refused_at_composition():
+    with pytest.raises(ConfigCompositionException, match="lrr"):
+        compose_config("lrr=0.1")
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has a GPU")
+def test_cuda_without_a_gpu_says_why():
+    with pytest.raises(ValueError, match="device=cuda was asked for, but .*use device=cpu"):
+        resolve_device("torch", "cuda")
+    assert resolve_device("torch", "auto") == "cpu"
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    "override,key",
+    [("lr=-1", "lr"), ("backend=torch device=cuda" if not torch.cuda.is_available() else "device=gpu", "device")],
+)
+def test_cli_refuses_bad_config_before_any_work(override, key, tmp_path: Path, tracking_env):
+    done = run_cli(*override.split(), cwd=tmp_path, env=tracking_env)
+    assert done.returncode != 0
+    assert f"config key '{key}'" in done.stderr
+    assert "Traceback" not in done.stderr + done.stdout
+    assert not (tmp_path / "mlflow.db").exists(), "an MLflow store was created for a run that never started"
