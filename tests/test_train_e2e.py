@@ -1,0 +1,123 @@
+"""`python -m src.train` as a user runs it, checked in the MLflow store it wrote to."""
+
+import os
+import runpy
+import shutil
+import subprocess
+import sys
+from concurrent.futures import ThreadPoolExecutor
+
+import matplotlib
+import numpy as np
+import pytest
+from mlflow.tracking import MlflowClient
+
+from src.config import load_config
+from src.train import make_problem
+from tests.conftest import ROOT, compose_config, mlflow_service, rest, run_cli
+
+pytestmark = pytest.mark.slow
+matplotlib.use("Agg")
+ARTIFACTS = {"loss.png", "fit.png", "config.yaml", "history.csv"}
+
+
+def _runs(uri):
+    client = MlflowClient(uri)
+    experiment = client.get_experiment_by_name("autograd-fit")
+    return client, client.search_runs([experiment.experiment_id])
+
+
+def test_default_run_records_everything(tmp_path, tracking_env):
+    done = run_cli(cwd=tmp_path, env=tracking_env)
+    assert done.returncode == 0, done.stderr
+    client, runs = _runs(tracking_env["MLFLOW_TRACKING_URI"])
+    [run] = runs
+    assert run.info.status == "FINISHED"
+    assert run.info.run_id in done.stdout and "mlflow ui" in done.stdout
+
+    params = run.data.params
+    assert params["data.n"] == "100" and params["lr"] == "0.001" and params["backend.name"] == "numpy"
+    assert params["steps"] == "800" and params["rng"] == "generator" and "lr_bound" in params
+    tags = run.data.tags
+    assert tags["backend"] == "numpy" and tags["device"] == "cpu"
+    assert {"git_commit", "git_dirty", "numpy_version", "torch_version"} <= set(tags)
+
+    history = {key: client.get_metric_history(run.info.run_id, key) for key in ("loss", "w", "b")}
+    assert all([p.step for p in points] == list(range(800)) for points in history.values())
+    loss, w, b = (np.array([p.value for p in history[key]]) for key in ("loss", "w", "b"))
+    # Each logged loss is the loss at the previous step's logged parameters, recomputed here.
+    x, y, _, _ = make_problem(load_config(compose_config()))
+    recomputed = [0.5 * np.sum((w[i - 1] * x**2 + b[i - 1] - y) ** 2) for i in range(1, 800)]
+    np.testing.assert_allclose(loss[1:], recomputed, rtol=1e-12)
+    assert run.data.metrics["final_w"] == w[-1] and run.data.metrics["final_b"] == b[-1]
+
+    assert {a.path for a in client.list_artifacts(run.info.run_id)} == ARTIFACTS
+    local = client.download_artifacts(run.info.run_id, "history.csv", str(tmp_path / "dl"))
+    table = np.loadtxt(local, delimiter=",", skiprows=1)
+    np.testing.assert_array_equal(table[:, 1], loss)
+    output_dirs = list((tmp_path / "outputs").glob("*/*"))
+    assert len(output_dirs) == 1 and ARTIFACTS <= {p.name for p in output_dirs[0].iterdir()}
+
+
+@pytest.mark.parametrize(
+    "preset,book_file,w_name,b_name",
+    [("seed_numpy", "section_2_6.py", "w1", "b1"), ("seed_torch", "section_2_7.py", "w", "b")],
+)
+@pytest.mark.filterwarnings("ignore:FigureCanvasAgg is non-interactive")
+def test_presets_log_the_books_final_values(preset, book_file, w_name, b_name, tmp_path, tracking_env):
+    done = run_cli(f"+experiment={preset}", cwd=tmp_path, env=tracking_env)
+    assert done.returncode == 0, done.stderr
+    [run] = _runs(tracking_env["MLFLOW_TRACKING_URI"])[1]
+    book = runpy.run_path(str(ROOT / "tests" / "book" / book_file))
+    # MLflow stores float64, which holds the float32 values of §2.7 exactly.
+    assert run.data.metrics["final_w"] == book[w_name].item()
+    assert run.data.metrics["final_b"] == book[b_name].item()
+
+
+def test_torch_run_with_overrides(tmp_path, tracking_env):
+    done = run_cli("backend=torch", "lr=0.01", "seed=1", cwd=tmp_path, env=tracking_env)
+    assert done.returncode == 0, done.stderr
+    [run] = _runs(tracking_env["MLFLOW_TRACKING_URI"])[1]
+    assert run.data.params["backend.name"] == "torch" and run.data.params["lr"] == "0.01"
+    assert run.data.tags["device"] == "cpu"
+    assert run.info.status == "FINISHED"
+
+
+def test_runs_from_any_folder_land_in_the_project_database_that_mlflow_ui_shows(tmp_path):
+    project = tmp_path / "project"
+    for part in ("src", "conf"):
+        shutil.copytree(ROOT / part, project / part)
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    env = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}
+    env["PYTHONPATH"] = str(project)
+    done = subprocess.run(
+        [sys.executable, "-m", "src.train", "steps=3"], cwd=elsewhere, env=env, capture_output=True, text=True
+    )
+    assert done.returncode == 0, done.stderr
+    assert (project / "mlflow.db").exists() and not (elsewhere / "mlflow.db").exists()
+    [run] = _runs(f"sqlite:///{project / 'mlflow.db'}")[1]
+    assert run.info.artifact_uri.startswith((project / "mlruns").as_uri())
+
+    # Plain `mlflow ui` from the project root serves that run, with its artifacts.
+    with mlflow_service("ui", cwd=project) as url:
+        experiment = rest(url, "/api/2.0/mlflow/experiments/get-by-name?experiment_name=autograd-fit")["experiment"]
+        found = rest(url, "/api/2.0/mlflow/runs/search", {"experiment_ids": [experiment["experiment_id"]]})["runs"]
+        assert [r["info"]["run_id"] for r in found] == [run.info.run_id]
+        files = rest(url, f"/api/2.0/mlflow/artifacts/list?run_id={run.info.run_id}")["files"]
+        assert {f["path"] for f in files} == ARTIFACTS
+
+
+def test_concurrent_runs_on_a_fresh_database_all_land(tmp_path, tracking_env):
+    jobs = 4
+    with ThreadPoolExecutor(jobs) as pool:
+        done = list(
+            pool.map(lambda seed: run_cli(f"seed={seed}", cwd=tmp_path, env=tracking_env, timeout=300), range(jobs))
+        )
+    assert [d.returncode for d in done] == [0] * jobs, [d.stderr[-2000:] for d in done]
+    client, runs = _runs(tracking_env["MLFLOW_TRACKING_URI"])
+    assert len(runs) == jobs
+    assert {r.data.params["seed"] for r in runs} == {str(s) for s in range(jobs)}
+    for run in runs:
+        assert run.info.status == "FINISHED"
+        assert len(client.get_metric_history(run.info.run_id, "loss")) == 800
