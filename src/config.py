@@ -14,9 +14,7 @@ from enum import Enum
 from omegaconf import MISSING, DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
-
-class ConfigError(ValueError):
-    """A config value that cannot be used; the message names the key and the fix."""
+from src.errors import ConfigError
 
 
 class Backend(Enum):

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import matplotlib
 
 matplotlib.use("Agg")
@@ -9,6 +11,8 @@ matplotlib.use("Agg")
 import numpy as np  # noqa: E402
 from matplotlib import pyplot as plt  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
+
+from src.datafiles import atomic_path  # noqa: E402
 
 
 def plot_fit(x: np.ndarray, y: np.ndarray, w: float, b: float) -> Figure:
@@ -25,10 +29,38 @@ def plot_fit(x: np.ndarray, y: np.ndarray, w: float, b: float) -> Figure:
     return fig
 
 
-def plot_loss(loss: np.ndarray) -> Figure:
-    """Training loss against step, on a log scale."""
+def plot_evaluation(
+    x_train: np.ndarray,
+    y_train: np.ndarray,
+    x_test: np.ndarray,
+    y_test: np.ndarray,
+    w: float,
+    b: float,
+    w_star: float,
+    b_star: float,
+) -> Figure:
+    """The fit against held-out data: both sets as points, the fitted and the optimal curve."""
     fig, ax = plt.subplots(figsize=(6, 4.5))
-    ax.plot(np.arange(len(loss)), loss)
+    grid = np.linspace(min(x_train.min(), x_test.min()), max(x_train.max(), x_test.max()), 200)
+    ax.scatter(x_train, y_train, color="blue", marker="o", s=14, label="train")
+    ax.scatter(x_test, y_test, color="orange", marker="x", s=18, label="test")
+    ax.plot(grid, w * grid**2 + b, "r-", zorder=3, label=f"fit: {w:.4f}·x² + {b:.4f}")
+    ax.plot(grid, w_star * grid**2 + b_star, "k--", zorder=4, label=f"least squares: {w_star:.4f}·x² + {b_star:.4f}")
+    ax.set_xlabel("x")
+    ax.set_ylabel("y")
+    ax.set_title("fit on held-out data")
+    ax.legend()
+    fig.tight_layout()
+    return fig
+
+
+def plot_loss(loss: np.ndarray, optimum: float | None = None) -> Figure:
+    """Training loss against step, on a log scale; with `optimum`, the least-squares loss as a line."""
+    fig, ax = plt.subplots(figsize=(6, 4.5))
+    ax.plot(np.arange(len(loss)), loss, label="gradient descent")
+    if optimum is not None:
+        ax.axhline(optimum, color="k", linestyle="--", label=f"least-squares optimum {optimum:.6g}")
+        ax.legend()
     ax.set_yscale("log")
     ax.set_xlabel("step")
     ax.set_ylabel("loss = 0.5·Σ(ŷ − y)²")
@@ -39,5 +71,7 @@ def plot_loss(loss: np.ndarray) -> Figure:
 
 
 def save(fig: Figure, path) -> None:
-    fig.savefig(path, dpi=100)
+    """Write `fig` to `path` (format from its suffix) atomically, and free it."""
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, dpi=100, format=Path(path).suffix.lstrip("."))
     plt.close(fig)

@@ -112,3 +112,17 @@ def least_squares(x: np.ndarray, y: np.ndarray) -> tuple[float, float]:
     x2 = x**2
     w, b = np.linalg.solve(hessian(x), np.array([np.dot(x2, y), y.sum()]))
     return float(w), float(b)
+
+
+def sample_test_set(
+    *, seed: int, n: int, noise: float, true_w: float, true_b: float, x_min: float, x_max: float, dtype: str
+) -> tuple[np.ndarray, np.ndarray]:
+    """A held-out set: the training set's x grid and distribution, with noise of its own.
+
+    The noise comes from `default_rng([seed, 1])`, a stream independent of every stream
+    that `sample_problem` uses, so adding a test set leaves the training data unchanged.
+    """
+    rng = np.random.default_rng([seed, 1])
+    x = np.linspace(x_min, x_max, n)
+    y = true_w * x**2 + true_b + noise * rng.random(n)
+    return x.astype(dtype), y.astype(dtype)

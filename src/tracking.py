@@ -22,14 +22,23 @@ import numpy as np
 from mlflow.entities import Metric, Param, RunStatus
 from mlflow.tracking import MlflowClient
 
-PROJECT_ROOT = Path(__file__).resolve().parents[1]
+CODE_ROOT = Path(__file__).resolve().parents[1]
 
 log = logging.getLogger(__name__)
 
 
+def project_root() -> Path:
+    """The repository the runs belong to.
+
+    DVC runs queued or `--temp` experiments in a copy under `.dvc/tmp/exps/`; it points
+    DVC_ROOT at the original repository, so their runs land in its store, not the copy's.
+    """
+    return Path(os.environ.get("DVC_ROOT") or CODE_ROOT).resolve()
+
+
 def tracking_uri() -> str:
     """MLFLOW_TRACKING_URI when set, else the project's own SQLite store."""
-    return os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{PROJECT_ROOT / 'mlflow.db'}"
+    return os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{project_root() / 'mlflow.db'}"
 
 
 def open_experiment(uri: str, name: str) -> tuple[MlflowClient, str]:
@@ -108,7 +117,7 @@ def tracked_run(client: MlflowClient, experiment_id: str, run_name: str, tags: M
 
 def run_tags(backend: str, device: str) -> dict[str, str]:
     """Provenance: the git state of the project and the versions that did the math."""
-    commit, dirty = _git_state(PROJECT_ROOT)
+    commit, dirty = _git_state(CODE_ROOT)  # the code that ran, which in a DVC temp run is the copy
     return {
         "git_commit": commit,
         "git_dirty": str(dirty).lower(),

@@ -8,7 +8,6 @@ config and the history as CSV. Returns the final loss, so Hydra sweepers can min
 from __future__ import annotations
 
 import logging
-import os
 import signal
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,15 +17,12 @@ import numpy as np
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
 
-from src import plots, problem, tracking
+from src import datafiles, plots, problem, tracking
 from src.backends import History, load_fit, resolve_device
-from src.config import ConfigError, TrainConfig, load_config
+from src.config import TrainConfig, load_config
+from src.errors import ConfigError, TrainingDiverged, exit_on_user_error
 
 log = logging.getLogger(__name__)
-
-
-class TrainingDiverged(RuntimeError):
-    """The loss stopped being finite; the run is recorded as FAILED."""
 
 
 @dataclass(frozen=True)
@@ -55,8 +51,14 @@ def make_problem(config: TrainConfig) -> problem.Problem:
     )
 
 
-def train(config: TrainConfig, resolved: dict, output_dir: Path) -> Result:
-    """Fit, write the run's files to `output_dir`, and record everything in MLflow.
+def train(
+    config: TrainConfig,
+    resolved: dict,
+    data: problem.Problem,
+    output_dir: Path,
+    extra_tags: dict[str, str] | None = None,
+) -> Result:
+    """Fit `data` from its start, write the run's files to `output_dir`, and record it all in MLflow.
 
     `config` is the checked config; `resolved` is the same config as a plain dict, which
     is logged as the run's params and saved as its config.yaml.
@@ -66,7 +68,7 @@ def train(config: TrainConfig, resolved: dict, output_dir: Path) -> Result:
         device = resolve_device(backend, config.device.value)
     except ValueError as e:
         raise ConfigError(f"config key 'device': {e}") from e
-    x, y, w0, b0 = make_problem(config)
+    x, y, w0, b0 = data
     bound = problem.lr_bound(x)
     if config.lr >= bound:
         log.warning(
@@ -76,7 +78,8 @@ def train(config: TrainConfig, resolved: dict, output_dir: Path) -> Result:
     fit = load_fit(backend)
     client, experiment_id = tracking.open_experiment(tracking.tracking_uri(), config.experiment_name)
     run_name = f"{backend}-{device}-lr{config.lr:g}-seed{config.seed}"
-    with tracking.tracked_run(client, experiment_id, run_name, tracking.run_tags(backend, device)) as run_id:
+    tags = {**tracking.run_tags(backend, device), **(extra_tags or {})}
+    with tracking.tracked_run(client, experiment_id, run_name, tags) as run_id:
         history = fit(x, y, w0, b0, lr=config.lr, steps=config.steps, device=device)
         w, b = (float(history.w[-1]), float(history.b[-1])) if len(history.w) else (w0, b0)
         final_loss = problem.loss(x, y, w, b)
@@ -104,17 +107,10 @@ def _write_outputs(
     output_dir.mkdir(parents=True, exist_ok=True)
     plots.save(plots.plot_loss(history.loss), output_dir / "loss.png")
     plots.save(plots.plot_fit(x, y, w, b), output_dir / "fit.png")
-    (output_dir / "config.yaml").write_text(config_yaml)
-    steps = np.arange(len(history.loss))
-    table = np.column_stack([steps, history.loss, history.w, history.b])
-    np.savetxt(
-        output_dir / "history.csv",
-        table,
-        delimiter=",",
-        header="step,loss,w,b",
-        comments="",
-        fmt=["%d", "%.17g", "%.17g", "%.17g"],
-    )
+    datafiles.write_text(output_dir / "config.yaml", config_yaml)
+    table = np.column_stack([np.arange(len(history.loss)), history.loss, history.w, history.b])
+    with datafiles.atomic_path(output_dir / "history.csv") as tmp:
+        np.savetxt(tmp, table, delimiter=",", header="step,loss,w,b", comments="", fmt=["%d"] + ["%.17g"] * 3)
 
 
 def _interrupt(signum, frame):
@@ -124,18 +120,18 @@ def _interrupt(signum, frame):
 @hydra.main(version_base="1.3", config_path="../conf", config_name="config")
 def main(cfg: DictConfig) -> float:
     signal.signal(signal.SIGTERM, _interrupt)  # a terminated run ends KILLED, like Ctrl-C
-    try:
+    with exit_on_user_error():
         config = load_config(cfg)
         resolved = OmegaConf.to_container(cfg, resolve=True)
-        result = train(config, resolved, Path(HydraConfig.get().runtime.output_dir))
-    except (ConfigError, TrainingDiverged) as e:
-        if os.environ.get("HYDRA_FULL_ERROR") == "1":
-            raise
-        raise SystemExit(f"error: {e}") from None
-    log.info("final loss %.6g  w %.6f  b %.6f", result.loss, result.w, result.b)
-    log.info("MLflow run %s in experiment '%s' at %s", result.run_id, config.experiment_name, tracking.tracking_uri())
-    log.info("to browse it: cd %s && mlflow ui   (then open http://127.0.0.1:5000)", tracking.PROJECT_ROOT)
+        result = train(config, resolved, make_problem(config), Path(HydraConfig.get().runtime.output_dir))
+    log_summary(result, config.experiment_name)
     return result.loss
+
+
+def log_summary(result: Result, experiment_name: str) -> None:
+    log.info("final loss %.6g  w %.6f  b %.6f", result.loss, result.w, result.b)
+    log.info("MLflow run %s in experiment '%s' at %s", result.run_id, experiment_name, tracking.tracking_uri())
+    log.info("to browse it: cd %s && mlflow ui   (then open http://127.0.0.1:5000)", tracking.project_root())
 
 
 if __name__ == "__main__":

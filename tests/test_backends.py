@@ -78,10 +78,10 @@ def test_numpy_training_never_imports_torch(tracking_env, tmp_path):
 import sys
 from pathlib import Path
 from src.config import load_config
-from src.train import train
+from src.train import make_problem, train
 from tests.conftest import compose_config
-cfg = compose_config("backend=numpy", "steps=5")
-train(load_config(cfg), {{}}, Path({str(tmp_path)!r}))
+config = load_config(compose_config("backend=numpy", "steps=5"))
+train(config, {{}}, make_problem(config), Path({str(tmp_path)!r}))
 assert "src.backends.numpy_gd" in sys.modules
 print("torch imported:", "torch" in sys.modules)
 """

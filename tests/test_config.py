@@ -7,7 +7,8 @@ import torch
 from hydra.errors import ConfigCompositionException, MissingConfigException
 
 from src.backends import resolve_device
-from src.config import Backend, ConfigError, Device, DType, Stream, load_config
+from src.config import Backend, Device, DType, Stream, load_config
+from src.errors import ConfigError
 from tests.conftest import CONF, compose_config, run_cli
 
 PRESETS = sorted(p.stem for p in (CONF / "experiment").glob("*.yaml"))

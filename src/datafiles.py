@@ -1,0 +1,86 @@
+"""Reading and writing the pipeline's files: checked on the way in, atomic on the way out."""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import numpy as np
+
+from src.errors import DataFileError
+
+
+@contextmanager
+def atomic_path(path: Path) -> Iterator[Path]:
+    """Yield a temporary path beside `path`; it replaces `path` only if the block succeeds.
+
+    A crash or an interrupt therefore never leaves a half-written file under the real name.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=path.suffix or ".tmp")
+    os.close(fd)
+    try:
+        yield Path(tmp)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+
+
+def write_text(path: Path, text: str) -> None:
+    with atomic_path(path) as tmp:
+        tmp.write_text(text)
+
+
+def write_json(path: Path, payload: dict) -> None:
+    write_text(path, json.dumps(payload, indent=2) + "\n")
+
+
+def write_xy(path: Path, x: np.ndarray, y: np.ndarray) -> None:
+    """x and y as a two-column CSV with a header, every float written round-trip exact."""
+    with atomic_path(path) as tmp:
+        np.savetxt(tmp, np.column_stack([x, y]), delimiter=",", header="x,y", comments="", fmt="%.17g")
+
+
+def read_xy(path: Path) -> tuple[np.ndarray, np.ndarray]:
+    """The x and y columns of a CSV written by `write_xy`; raises DataFileError naming the problem."""
+    path = Path(path)
+    if not path.is_file():
+        raise DataFileError(f"{path}: file not found; run `dvc repro` (or the `generate` stage) to create it")
+    try:
+        with open(path) as handle, warnings.catch_warnings():
+            warnings.simplefilter("ignore", UserWarning)  # "input contained no data": reported below
+            header = handle.readline().strip()
+            table = np.loadtxt(handle, delimiter=",", ndmin=2) if header == "x,y" else None
+    except (ValueError, UnicodeDecodeError) as e:
+        raise DataFileError(f"{path}: not a readable CSV of numbers ({e}); regenerate it with `dvc repro`") from e
+    if table is None:
+        problem = "the file is empty" if not header else f"expected the header 'x,y', found {header!r}"
+        raise DataFileError(f"{path}: {problem}; regenerate it with `dvc repro`")
+    if table.shape[1] != 2 or table.shape[0] < 2:
+        raise DataFileError(f"{path}: expected 2 columns and at least 2 rows, found shape {table.shape}")
+    if not np.isfinite(table).all():
+        row = int(np.argmin(np.isfinite(table).all(axis=1)))
+        raise DataFileError(f"{path}: non-finite value (NaN or inf) in data row {row + 1}")
+    return table[:, 0], table[:, 1]
+
+
+def read_json(path: Path, keys: tuple[str, ...]) -> dict:
+    """A JSON object that must hold `keys`; raises DataFileError naming the problem."""
+    path = Path(path)
+    if not path.is_file():
+        raise DataFileError(f"{path}: file not found; run `dvc repro` to create it")
+    try:
+        payload = json.loads(path.read_text())
+    except (ValueError, UnicodeDecodeError) as e:
+        raise DataFileError(f"{path}: not valid JSON ({e}); regenerate it with `dvc repro`") from e
+    missing = [key for key in keys if not isinstance(payload, dict) or key not in payload]
+    if missing:
+        raise DataFileError(f"{path}: missing {', '.join(missing)}")
+    return payload

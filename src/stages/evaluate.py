@@ -1,0 +1,101 @@
+"""DVC stage `evaluate`: the fit on held-out data, against the closed-form optimum and the truth.
+
+Writes `metrics.json` and the evaluation plots, and logs both into the MLflow run that the
+`train` stage opened (its id is in the model's fit.json).
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+from pathlib import Path
+
+import numpy as np
+from mlflow.tracking import MlflowClient
+
+from src import datafiles, plots, problem, tracking
+from src.errors import DataFileError
+from src.stages import load_params, stage_errors
+
+log = logging.getLogger(__name__)
+SUMMARY = ("test_mse", "test_r2", "loss_gap")
+
+
+def evaluate(
+    x_train: np.ndarray,
+    y_train: np.ndarray,
+    x_test: np.ndarray,
+    y_test: np.ndarray,
+    w: float,
+    b: float,
+    true_w: float,
+    true_b: float,
+) -> dict[str, float]:
+    """Test MSE and R², the least-squares optimum (w*, b*) of the training data and the gaps to it,
+    and the distance to the generating (true_w, true_b)."""
+    w_star, b_star = problem.least_squares(x_train, y_train)
+    train_loss = problem.loss(x_train, y_train, w, b)
+    optimal_loss = problem.loss(x_train, y_train, w_star, b_star)
+    residual = w * x_test**2 + b - y_test
+    return {
+        "test_mse": float(np.mean(residual**2)),
+        "test_r2": float(1 - np.sum(residual**2) / np.sum((y_test - y_test.mean()) ** 2)),
+        "train_loss": train_loss,
+        "optimal_loss": optimal_loss,
+        "loss_gap": train_loss - optimal_loss,
+        "w_star": w_star,
+        "b_star": b_star,
+        "w_gap": abs(w - w_star),
+        "b_gap": abs(b - b_star),
+        "w_error": abs(w - true_w),
+        "b_error": abs(b - true_b),
+    }
+
+
+def _read_loss(history_csv: Path) -> np.ndarray:
+    try:
+        table = np.loadtxt(history_csv, delimiter=",", skiprows=1, ndmin=2)
+    except (OSError, ValueError) as e:
+        raise DataFileError(f"{history_csv}: cannot read the training history ({e}); rerun `dvc repro`") from e
+    return table[:, 1]
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--params", default="params.yaml")
+    parser.add_argument("--train", required=True, help="the training CSV from `generate`")
+    parser.add_argument("--test", required=True, help="the test CSV from `generate`")
+    parser.add_argument("--model", required=True, help="the folder the `train` stage wrote")
+    parser.add_argument("--metrics", required=True, help="JSON to write the metrics to")
+    parser.add_argument("--plots", required=True, help="folder for loss.csv, loss.png and fit.png")
+    args = parser.parse_args(argv)
+    with stage_errors():
+        config, _ = load_params(args.params)
+        x_train, y_train = datafiles.read_xy(args.train)
+        x_test, y_test = datafiles.read_xy(args.test)
+        model = Path(args.model)
+        fit = datafiles.read_json(model / "fit.json", keys=("run_id", "w", "b"))
+        loss = _read_loss(model / "history.csv")
+
+        metrics = evaluate(x_train, y_train, x_test, y_test, fit["w"], fit["b"], config.data.true_w, config.data.true_b)
+        out = Path(args.plots)
+        with datafiles.atomic_path(out / "loss.csv") as tmp:
+            table = np.column_stack([np.arange(len(loss)), loss])
+            np.savetxt(tmp, table, delimiter=",", header="step,loss", comments="", fmt=["%d", "%.17g"])
+        plots.save(plots.plot_loss(loss, optimum=metrics["optimal_loss"]), out / "loss.png")
+        figure = plots.plot_evaluation(
+            x_train, y_train, x_test, y_test, fit["w"], fit["b"], metrics["w_star"], metrics["b_star"]
+        )
+        plots.save(figure, out / "fit.png")
+        datafiles.write_json(Path(args.metrics), metrics)
+
+        client = MlflowClient(tracking.tracking_uri())
+        tracking.log_params_and_history(client, fit["run_id"], params={}, history={}, final=metrics)
+        for name in ("loss.csv", "loss.png", "fit.png"):
+            client.log_artifact(fit["run_id"], str(out / name), artifact_path="evaluation")
+        client.log_artifact(fit["run_id"], args.metrics, artifact_path="evaluation")
+        log.info("test MSE %.6g, R² %.6f, gap to the optimal loss %.3g", *(metrics[k] for k in SUMMARY))
+
+
+if __name__ == "__main__":
+    main()

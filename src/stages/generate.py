@@ -1,0 +1,49 @@
+"""DVC stage `generate`: the training set, a held-out test set, and the starting (w, b)."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+
+from src import datafiles, problem
+from src.config import TrainConfig
+from src.stages import load_params, stage_errors
+from src.train import make_problem
+
+log = logging.getLogger(__name__)
+
+
+def generate(config: TrainConfig) -> tuple[problem.Problem, tuple]:
+    """The training problem exactly as `python -m src.train` draws it, and a test set beside it."""
+    data = config.data
+    test = problem.sample_test_set(
+        seed=config.seed,
+        n=data.n,
+        noise=data.noise,
+        true_w=data.true_w,
+        true_b=data.true_b,
+        x_min=data.x_min,
+        x_max=data.x_max,
+        dtype=config.dtype.value,
+    )
+    return make_problem(config), test
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--params", default="params.yaml")
+    parser.add_argument("--train", required=True, help="CSV to write the training set to")
+    parser.add_argument("--test", required=True, help="CSV to write the test set to")
+    parser.add_argument("--start", required=True, help="JSON to write the initial w0, b0 to")
+    args = parser.parse_args(argv)
+    with stage_errors():
+        config, _ = load_params(args.params)
+        (x, y, w0, b0), (x_test, y_test) = generate(config)
+        datafiles.write_xy(args.train, x, y)
+        datafiles.write_xy(args.test, x_test, y_test)
+        datafiles.write_json(args.start, {"w0": w0, "b0": b0})
+        log.info("wrote %d training and %d test points", len(x), len(x_test))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,50 @@
+"""DVC stage `train`: fit the generated training set and record the run in MLflow.
+
+Besides the files that every training run writes, it leaves `fit.json` (w, b, the final
+loss and the MLflow run id), which the `evaluate` stage reads to log into the same run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import os
+from pathlib import Path
+
+from src import datafiles, problem
+from src.stages import load_params, stage_errors
+from src.train import log_summary, train
+
+
+def provenance(train_csv: Path) -> dict[str, str]:
+    """Tags that tie the run to its data file and, when there is one, to its DVC experiment."""
+    tags = {"data_md5": hashlib.md5(Path(train_csv).read_bytes()).hexdigest()}
+    if os.environ.get("DVC_EXP_NAME"):
+        tags["dvc_exp_name"] = os.environ["DVC_EXP_NAME"]
+    if os.environ.get("DVC_STAGE"):
+        tags["dvc_stage"] = os.environ["DVC_STAGE"]
+    return tags
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--params", default="params.yaml")
+    parser.add_argument("--train", required=True, help="the training CSV from `generate`")
+    parser.add_argument("--start", required=True, help="the initial w0, b0 from `generate`")
+    parser.add_argument("--out", required=True, help="folder for the model and the run's files")
+    args = parser.parse_args(argv)
+    with stage_errors():
+        config, resolved = load_params(args.params)
+        x, y = datafiles.read_xy(args.train)
+        start = datafiles.read_json(args.start, keys=("w0", "b0"))
+        dtype = config.dtype.value
+        data = problem.Problem(x.astype(dtype), y.astype(dtype), float(start["w0"]), float(start["b0"]))
+        out = Path(args.out)
+        result = train(config, resolved, data, out, extra_tags=provenance(args.train))
+        fit = {"run_id": result.run_id, "w": result.w, "b": result.b, "final_loss": result.loss}
+        datafiles.write_json(out / "fit.json", fit)
+        log_summary(result, config.experiment_name)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,139 @@
+"""The DVC pipeline, with real `dvc` in a temporary git repository made from the project's files."""
+
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import yaml
+from mlflow.tracking import MlflowClient
+from omegaconf import OmegaConf
+
+from tests.conftest import ROOT, compose_config
+
+BIN = Path(sys.executable).parent
+
+
+def _project_files() -> list[str]:
+    listed = subprocess.run(
+        ["git", "ls-files", "--cached", "--others", "--exclude-standard"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.split()
+    results = {"dvc.lock", "metrics.json"}  # a fresh copy starts without results
+    return [f for f in listed if f not in results and (ROOT / f).is_file()]
+
+
+@pytest.fixture
+def repo(tmp_path) -> Path:
+    """A git repository holding the project's files, with one commit, as a fresh clone has."""
+    repo = tmp_path / "repo"
+    for name in _project_files():
+        (repo / name).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(ROOT / name, repo / name)
+    for command in (["init", "-q"], ["add", "-A"], ["commit", "-qm", "project"]):
+        subprocess.run(["git", *command], cwd=repo, check=True, capture_output=True)
+    return repo
+
+
+def dvc(repo: Path, *args: str) -> str:
+    env = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}  # the project's own store
+    env["PATH"] = f"{BIN}{os.pathsep}{env['PATH']}"  # stage commands run this environment's python
+    done = subprocess.run([str(BIN / "dvc"), *args], cwd=repo, env=env, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, f"dvc {' '.join(args)} failed:\n{done.stdout}\n{done.stderr}"
+    return done.stdout + done.stderr
+
+
+def stages_run(output: str) -> list[str]:
+    return re.findall(r"Running stage '(\w+)'", output)
+
+
+def runs(repo: Path):
+    client = MlflowClient(f"sqlite:///{repo / 'mlflow.db'}")
+    experiment = client.get_experiment_by_name("autograd-fit")
+    return client, client.search_runs([experiment.experiment_id], order_by=["attributes.start_time ASC"])
+
+
+def test_params_yaml_is_the_composition_of_conf():
+    committed = yaml.safe_load((ROOT / "params.yaml").read_text())
+    composed = OmegaConf.to_container(compose_config(), resolve=True)
+    assert committed == composed, "params.yaml is stale: run `make params`"
+
+
+@pytest.mark.slow
+def test_repro_runs_what_changed_and_logs_one_run_per_training(repo):
+    assert stages_run(dvc(repo, "repro")) == ["generate", "train", "evaluate"]
+    assert stages_run(dvc(repo, "repro")) == []
+
+    params = yaml.safe_load((repo / "params.yaml").read_text())
+    params["lr"] = 0.005
+    (repo / "params.yaml").write_text(yaml.safe_dump(params))
+    assert stages_run(dvc(repo, "repro")) == ["train", "evaluate"]
+
+    client, (first, second) = runs(repo)
+    assert [first.data.params["lr"], second.data.params["lr"]] == ["0.001", "0.005"]
+    assert {first.info.status, second.info.status} == {"FINISHED"}
+    # evaluate logged into the run that train opened
+    metrics = json.loads((repo / "metrics.json").read_text())
+    assert second.data.metrics["test_mse"] == metrics["test_mse"]
+    assert {a.path for a in client.list_artifacts(second.info.run_id, "evaluation")} == {
+        f"evaluation/{name}" for name in ("loss.csv", "loss.png", "fit.png", "metrics.json")
+    }
+    # provenance: the hash of the data file the run trained on
+    data_md5 = subprocess.run(["md5sum", "data/train.csv"], cwd=repo, capture_output=True, text=True).stdout.split()[0]
+    assert second.data.tags["data_md5"] == data_md5
+
+    # The optimum evaluate reports is the least-squares solution, computed here independently.
+    table = np.loadtxt(repo / "data" / "train.csv", delimiter=",", skiprows=1)
+    x, y = table[:, 0], table[:, 1]
+    (w_star, b_star), *_ = np.linalg.lstsq(np.column_stack([x**2, np.ones_like(x)]), y, rcond=None)
+    assert metrics["w_star"] == pytest.approx(w_star, rel=1e-12)
+    assert metrics["b_star"] == pytest.approx(b_star, rel=1e-12)
+    assert metrics["loss_gap"] >= -1e-12 * metrics["optimal_loss"]  # no fit beats the optimum
+
+
+@pytest.mark.slow
+def test_exp_run_overrides_reach_training(repo):
+    dvc(repo, "exp", "run", "-S", "lr=0.01", "--name", "fast-lr")
+    dvc(repo, "exp", "run", "-S", "backend=torch", "--name", "on-torch")
+
+    _, (lr_run, torch_run) = runs(repo)
+    assert lr_run.data.params["lr"] == "0.01" and lr_run.data.params["backend.name"] == "numpy"
+    assert lr_run.data.tags["dvc_exp_name"] == "fast-lr"
+    assert torch_run.data.params["backend.name"] == "torch" and torch_run.data.tags["backend"] == "torch"
+    assert torch_run.data.tags["dvc_exp_name"] == "on-torch"
+
+    shown = json.loads(dvc(repo, "exp", "show", "--json").strip().splitlines()[-1])
+    names = {exp.get("name") for commit in shown for exp in (commit.get("experiments") or [])}
+    assert {"fast-lr", "on-torch"} <= names
+
+
+@pytest.mark.slow
+def test_temp_experiment_lands_in_the_project_database(repo):
+    dvc(repo, "exp", "run", "--temp", "-S", "lr=0.002", "--name", "in-temp")
+    _, [run] = runs(repo)
+    assert run.data.params["lr"] == "0.002"
+    assert run.data.tags["dvc_exp_name"] == "in-temp"
+    assert run.info.artifact_uri.startswith((repo / "mlruns").as_uri())
+    assert not list((repo / ".dvc" / "tmp").rglob("mlflow.db")), "a throwaway store was created"
+
+
+@pytest.mark.slow
+def test_metrics_and_plots_show_offline(repo):
+    dvc(repo, "repro")
+    assert "test_r2" in dvc(repo, "metrics", "show")
+    dvc(repo, "plots", "show")
+    page = (repo / "dvc_plots" / "index.html").read_text()
+    assert "vegaEmbed" in page  # the loss-curve data is drawn by vega ...
+    assert not re.search(r"<script[^>]+src\s*=", page)  # ... which is inlined, not fetched
+    assert not re.search(r"""(src|href)\s*=\s*["']https?://""", page)
+    images = re.findall(r'<img src="(static/[^"]+)"', page)
+    assert {Path(i).name for i in images} == {"workspace_eval_fit.png", "workspace_eval_loss.png"}
+    assert all((repo / "dvc_plots" / i).is_file() for i in images)
