@@ -111,6 +111,9 @@ def tracked_run(client: MlflowClient, experiment_id: str, run_name: str, tags: M
     except KeyboardInterrupt:
         status = RunStatus.KILLED
         raise
+    except Exception as e:
+        client.set_tag(run_id, "error", str(e)[:5000])  # shown on the run's page in `mlflow ui`
+        raise
     finally:
         client.set_terminated(run_id, RunStatus.to_string(status))
 

@@ -121,3 +121,27 @@ def test_concurrent_runs_on_a_fresh_database_all_land(tmp_path, tracking_env):
     for run in runs:
         assert run.info.status == "FINISHED"
         assert len(client.get_metric_history(run.info.run_id, "loss")) == 800
+
+
+def test_lr_above_the_bound_warns_before_training(tmp_path, tracking_env):
+    done = run_cli("lr=0.02", "steps=20", cwd=tmp_path, env=tracking_env)
+    assert done.returncode == 0, done.stderr
+    log = done.stdout + done.stderr
+    assert "lr=0.02 is at or above the stability bound 2/λ_max = 0.0177621" in log
+    assert log.index("stability bound") < log.index("final loss")
+
+
+def test_divergence_stops_at_the_first_non_finite_step_and_fails_the_run(tmp_path, tracking_env):
+    done = run_cli("lr=0.1", cwd=tmp_path, env=tracking_env)
+    assert done.returncode == 1
+    assert "Traceback" not in done.stderr
+    [line] = [ln for ln in done.stderr.splitlines() if ln.startswith("error:")]
+    step = int(line.split("non-finite at step ")[1].split()[0])
+    assert 0 < step < 800
+    assert "stable only for lr < 0.0177621" in line
+
+    client, [run] = _runs(tracking_env["MLFLOW_TRACKING_URI"])
+    assert run.info.status == "FAILED"
+    assert run.data.tags["error"] == line.removeprefix("error: ")
+    loss = [p.value for p in client.get_metric_history(run.info.run_id, "loss")]
+    assert len(loss) == step and np.isfinite(loss).all()  # no step was run on a non-finite loss
