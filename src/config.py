@@ -41,6 +41,13 @@ class Stream(Enum):
     legacy_torch = "legacy_torch"  # the book's torch.manual_seed(seed) stream (§2.7)
 
 
+class Objective(Enum):
+    """What `python -m src.train` returns to a sweeper."""
+
+    train_loss = "train_loss"  # the final training loss
+    test_mse = "test_mse"  # the mean squared error on a held-out set with fresh noise
+
+
 class Init(Enum):
     uniform = "uniform"  # U(0, 1), like rand
     normal = "normal"  # N(0, 1), like randn
@@ -79,6 +86,7 @@ class TrainConfig:
     rng: Stream = MISSING
     data: DataConfig = field(default_factory=DataConfig)
     init: InitConfig = field(default_factory=InitConfig)
+    objective: Objective = MISSING
     experiment_name: str = MISSING
 
 

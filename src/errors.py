@@ -19,6 +19,10 @@ class DataFileError(UserError, ValueError):
     """A file the pipeline needs is missing or unusable; the message names it."""
 
 
+class TrackingError(UserError, RuntimeError):
+    """The MLflow store cannot be reached or used; nothing was logged."""
+
+
 class TrainingDiverged(UserError, RuntimeError):
     """The loss stopped being finite; the run is recorded as FAILED."""
 

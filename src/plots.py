@@ -75,3 +75,22 @@ def save(fig: Figure, path) -> None:
     with atomic_path(path) as tmp:
         fig.savefig(tmp, dpi=100, format=Path(path).suffix.lstrip("."))
     plt.close(fig)
+
+
+def plot_sweep(rows: list[dict]) -> Figure:
+    """Final loss against lr, one line per backend, from a sweep's table rows."""
+    fig, ax = plt.subplots(figsize=(6, 4.5))
+    for backend in sorted({r["backend"] for r in rows}):
+        points = sorted((r["lr"], r["final_loss"]) for r in rows if r["backend"] == backend)
+        points = [(lr, loss) for lr, loss in points if np.isfinite(loss)]
+        if points:
+            ax.plot(*zip(*points, strict=True), "o-", label=backend)
+    ax.set_xscale("log")
+    ax.set_yscale("log")
+    ax.set_xlabel("learning rate")
+    ax.set_ylabel("final loss")
+    ax.set_title(f"sweep: {len(rows)} jobs")
+    if ax.lines:
+        ax.legend()
+    fig.tight_layout()
+    return fig

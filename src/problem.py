@@ -89,8 +89,9 @@ def _draw(scheme: str, uniform, normal) -> float:
 
 def loss(x: np.ndarray, y: np.ndarray, w: float, b: float) -> float:
     """The book's loss, 0.5·Σ(w·x² + b − y)²."""
-    r = w * x**2 + b - y
-    return float(0.5 * np.dot(r, r))
+    with np.errstate(over="ignore", invalid="ignore"):  # a diverged fit's loss is inf, not a warning
+        r = w * x**2 + b - y
+        return float(0.5 * np.dot(r, r))
 
 
 def hessian(x: np.ndarray) -> np.ndarray:

@@ -13,6 +13,7 @@ import os
 import sqlite3
 import subprocess
 import time
+import urllib.request
 from collections.abc import Iterator, Mapping
 from contextlib import closing, contextmanager
 from importlib import metadata
@@ -21,6 +22,8 @@ from pathlib import Path
 import numpy as np
 from mlflow.entities import Metric, Param, RunStatus
 from mlflow.tracking import MlflowClient
+
+from src.errors import TrackingError
 
 CODE_ROOT = Path(__file__).resolve().parents[1]
 
@@ -41,6 +44,11 @@ def tracking_uri() -> str:
     return os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{project_root() / 'mlflow.db'}"
 
 
+def client() -> MlflowClient:
+    """A client for the current tracking URI."""
+    return MlflowClient(tracking_uri())
+
+
 def open_experiment(uri: str, name: str) -> tuple[MlflowClient, str]:
     """A client for `uri` and the id of experiment `name`, creating either when missing.
 
@@ -49,6 +57,8 @@ def open_experiment(uri: str, name: str) -> tuple[MlflowClient, str]:
     at once. Once the experiment exists, processes open the store without waiting.
     """
     db = _sqlite_path(uri)
+    if uri.startswith(("http://", "https://")):
+        _check_server(uri)
     if db is None:
         client = MlflowClient(uri)
         return client, _get_or_create_experiment(client, name, artifact_location=None)
@@ -60,6 +70,26 @@ def open_experiment(uri: str, name: str) -> tuple[MlflowClient, str]:
         client = MlflowClient(uri)
         artifacts = (db.parent / "mlruns").as_uri()
         return client, _get_or_create_experiment(client, name, artifact_location=artifacts)
+
+
+# MLflow's own defaults retry a dead server for minutes (7 retries, 120 s timeouts); a user
+# would rather hear at once. Either can still be raised by setting the variable.
+HTTP_DEFAULTS = {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "2", "MLFLOW_HTTP_REQUEST_TIMEOUT": "10"}
+
+
+def _check_server(uri: str) -> None:
+    """Fail fast, before any run exists, when the tracking server does not answer."""
+    for key, value in HTTP_DEFAULTS.items():
+        os.environ.setdefault(key, value)
+    try:
+        with urllib.request.urlopen(f"{uri.rstrip('/')}/health", timeout=5) as response:
+            response.read()
+    except OSError as e:
+        reason = getattr(e, "reason", e)
+        raise TrackingError(
+            f"cannot reach the MLflow tracking server at {uri} ({reason}); start it (mlflow server --host "
+            "127.0.0.1 --port ...) or unset MLFLOW_TRACKING_URI to use the project's mlflow.db"
+        ) from e
 
 
 def _sqlite_path(uri: str) -> Path | None:

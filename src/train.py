@@ -8,6 +8,8 @@ config and the history as CSV. Returns the final loss, so Hydra sweepers can min
 from __future__ import annotations
 
 import logging
+import math
+import os
 import signal
 from dataclasses import dataclass
 from pathlib import Path
@@ -15,12 +17,14 @@ from pathlib import Path
 import hydra
 import numpy as np
 from hydra.core.hydra_config import HydraConfig
+from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
 from src import datafiles, plots, problem, tracking
 from src.backends import History, load_fit, resolve_device
-from src.config import TrainConfig, load_config
+from src.config import Objective, TrainConfig, load_config
 from src.errors import ConfigError, TrainingDiverged, exit_on_user_error
+from src.sweep import sweep_tags
 
 log = logging.getLogger(__name__)
 
@@ -89,7 +93,8 @@ def train(
             run_id,
             params={**tracking.flatten(resolved), "lr_bound": bound},
             history={"loss": history.loss, "w": history.w, "b": history.b},
-            final={"final_loss": final_loss, "final_w": w, "final_b": b},
+            # A diverged run has no final model: its last parameters are the ones whose loss overflowed.
+            final={} if history.diverged else {"final_loss": final_loss, "final_w": w, "final_b": b},
         )
         for name in ("loss.png", "fit.png", "config.yaml", "history.csv"):
             client.log_artifact(run_id, str(output_dir / name))
@@ -119,19 +124,47 @@ def _interrupt(signum, frame):
 
 @hydra.main(version_base="1.3", config_path="../conf", config_name="config")
 def main(cfg: DictConfig) -> float:
+    """Train once; return the objective (the final training loss, or the held-out MSE) for sweepers."""
     signal.signal(signal.SIGTERM, _interrupt)  # a terminated run ends KILLED, like Ctrl-C
+    hydra_config = HydraConfig.get()
+    in_sweep = hydra_config.mode == RunMode.MULTIRUN
     with exit_on_user_error():
         config = load_config(cfg)
         resolved = OmegaConf.to_container(cfg, resolve=True)
-        result = train(config, resolved, make_problem(config), Path(HydraConfig.get().runtime.output_dir))
+        tags = {**sweep_tags(), "sweep_job": str(hydra_config.job.num)} if in_sweep else {}
+        try:
+            result = train(config, resolved, make_problem(config), Path(hydra_config.runtime.output_dir), tags)
+        except TrainingDiverged as e:
+            if not in_sweep:
+                raise
+            log.error("%s", e)  # one diverging job must not end the sweep; it scores infinitely badly
+            return math.inf
     log_summary(result, config.experiment_name)
-    return result.loss
+    return held_out_mse(config, result) if config.objective is Objective.test_mse else result.loss
+
+
+def held_out_mse(config: TrainConfig, result: Result) -> float:
+    """The fit's mean squared error on the test set that the DVC `generate` stage draws; logged as test_mse."""
+    data = config.data
+    x, y = problem.sample_test_set(
+        seed=config.seed, n=data.n, noise=data.noise, true_w=data.true_w, true_b=data.true_b,
+        x_min=data.x_min, x_max=data.x_max, dtype="float64",
+    )  # fmt: skip
+    mse = float(np.mean((result.w * x**2 + result.b - y) ** 2))
+    tracking.log_params_and_history(tracking.client(), result.run_id, params={}, history={}, final={"test_mse": mse})
+    return mse
 
 
 def log_summary(result: Result, experiment_name: str) -> None:
+    uri = tracking.tracking_uri()
     log.info("final loss %.6g  w %.6f  b %.6f", result.loss, result.w, result.b)
-    log.info("MLflow run %s in experiment '%s' at %s", result.run_id, experiment_name, tracking.tracking_uri())
-    log.info("to browse it: cd %s && mlflow ui   (then open http://127.0.0.1:5000)", tracking.project_root())
+    log.info("MLflow run %s in experiment '%s' at %s", result.run_id, experiment_name, uri)
+    if uri.startswith("http"):
+        log.info("to browse it: open %s", uri)
+    elif "MLFLOW_TRACKING_URI" in os.environ:
+        log.info("to browse it: mlflow ui --backend-store-uri %s   (then open http://127.0.0.1:5000)", uri)
+    else:
+        log.info("to browse it: cd %s && mlflow ui   (then open http://127.0.0.1:5000)", tracking.project_root())
 
 
 if __name__ == "__main__":

@@ -11,7 +11,6 @@ import logging
 from pathlib import Path
 
 import numpy as np
-from mlflow.tracking import MlflowClient
 
 from src import datafiles, plots, problem, tracking
 from src.errors import DataFileError
@@ -89,7 +88,7 @@ def main(argv: list[str] | None = None) -> None:
         plots.save(figure, out / "fit.png")
         datafiles.write_json(Path(args.metrics), metrics)
 
-        client = MlflowClient(tracking.tracking_uri())
+        client = tracking.client()
         tracking.log_params_and_history(client, fit["run_id"], params={}, history={}, final=metrics)
         for name in ("loss.csv", "loss.png", "fit.png"):
             client.log_artifact(fit["run_id"], str(out / name), artifact_path="evaluation")

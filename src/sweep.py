@@ -1,0 +1,129 @@
+"""Hydra multirun -> one parent MLflow run, with every job's run nested under it.
+
+`MlflowSweepCallback` is listed under `hydra.callbacks` in conf/config.yaml, so it is active
+for every launcher. When a sweep starts it opens the store (creating a fresh database once,
+before any job can race for it) and a parent run, and hands the parent's id to the jobs
+through the environment, which every launcher passes on to its workers. Each job's run is
+tagged `mlflow.parentRunId`, which is how `mlflow ui` nests runs. When the sweep ends the
+parent gets a summary: the best job, a table of final losses, and final loss against lr
+for each backend. A sweep that dies still closes its parent run, as FAILED.
+"""
+
+from __future__ import annotations
+
+import atexit
+import logging
+import math
+import os
+import tempfile
+import time
+from collections.abc import Mapping
+from pathlib import Path
+
+from hydra.experimental.callback import Callback
+from omegaconf import DictConfig
+
+from src import datafiles, plots, tracking
+
+PARENT_RUN_ENV = "SWEEP_PARENT_RUN_ID"
+TABLE_COLUMNS = ("job", "backend", "lr", "seed", "status", "final_loss", "objective", "run_id")
+# The metric each `objective` setting returns to the sweeper, by which the sweep ranks its jobs.
+OBJECTIVE_METRIC = {"train_loss": "final_loss", "test_mse": "test_mse"}
+
+log = logging.getLogger(__name__)
+
+
+def sweep_tags() -> dict[str, str]:
+    """The tag that nests a job's run under its sweep's parent run, inside a sweep."""
+    parent = os.environ.get(PARENT_RUN_ENV)
+    return {"mlflow.parentRunId": parent} if parent else {}
+
+
+def summarize(rows: list[Mapping]) -> dict:
+    """The best finished job (lowest objective) and the counts, from the jobs' table rows."""
+    finished = [r for r in rows if r["status"] == "FINISHED" and math.isfinite(r["objective"])]
+    best = min(finished, key=lambda r: r["objective"], default=None)
+    return {"jobs": len(rows), "finished": len(finished), "best": best}
+
+
+def _markdown_table(rows: list[Mapping]) -> str:
+    lines = ["| " + " | ".join(TABLE_COLUMNS) + " |", "|" + " --- |" * len(TABLE_COLUMNS)]
+    lines += ["| " + " | ".join(str(r[c]) for c in TABLE_COLUMNS) + " |" for r in rows]
+    return "\n".join(lines) + "\n"
+
+
+class MlflowSweepCallback(Callback):
+    def __init__(self) -> None:
+        self._client = None
+        self._parent: str | None = None
+
+    def on_multirun_start(self, config: DictConfig, **kwargs) -> None:
+        client, experiment_id = tracking.open_experiment(tracking.tracking_uri(), config.experiment_name)
+        name = f"sweep-{time.strftime('%Y%m%d-%H%M%S')}"
+        tags = {**tracking.run_tags("sweep", "-"), "sweep": "true"}
+        self._client, self._parent = client, client.create_run(experiment_id, run_name=name, tags=tags).info.run_id
+        os.environ[PARENT_RUN_ENV] = self._parent
+        atexit.register(self._close, "FAILED")  # runs only if the sweep never reaches on_multirun_end
+        log.info("sweep parent MLflow run %s (%s)", self._parent, name)
+
+    def on_multirun_end(self, config: DictConfig, **kwargs) -> None:
+        self._close("FINISHED", OBJECTIVE_METRIC[config.objective])
+
+    def _close(self, status: str, objective_metric: str = "final_loss") -> None:
+        if self._parent is None:
+            return
+        parent, self._parent = self._parent, None
+        os.environ.pop(PARENT_RUN_ENV, None)
+        try:
+            rows = self._children(parent, objective_metric)
+            summary = summarize(rows)
+            self._log_summary(parent, rows, summary)
+            if summary["finished"] == 0:
+                status = "FAILED"
+        finally:
+            self._client.set_terminated(parent, status)
+        best = summary["best"]
+        if best:
+            log.info("sweep: %d/%d jobs finished; best: job %s, backend %s, lr %s, %s %.6g",
+                     summary["finished"], summary["jobs"], best["job"], best["backend"], best["lr"],
+                     objective_metric, best["objective"])  # fmt: skip
+
+    def _children(self, parent: str, objective_metric: str) -> list[dict]:
+        runs = self._client.search_runs(
+            [self._client.get_run(parent).info.experiment_id],
+            filter_string=f"tags.`mlflow.parentRunId` = '{parent}'",
+            max_results=10_000,
+        )
+        rows = [
+            {
+                "job": int(run.data.tags.get("sweep_job", -1)),
+                "backend": run.data.params.get("backend.name", ""),
+                "lr": float(run.data.params.get("lr", "nan")),
+                "seed": run.data.params.get("seed", ""),
+                "status": run.info.status,
+                "final_loss": run.data.metrics.get("final_loss", math.nan),
+                "objective": run.data.metrics.get(objective_metric, math.nan),
+                "run_id": run.info.run_id,
+            }
+            for run in runs
+        ]
+        return sorted(rows, key=lambda r: r["job"])
+
+    def _log_summary(self, parent: str, rows: list[dict], summary: dict) -> None:
+        client = self._client
+        metrics = {"jobs": summary["jobs"], "jobs_finished": summary["finished"]}
+        best = summary["best"]
+        if best:
+            metrics |= {
+                "best_objective": best["objective"],
+                "best_final_loss": best["final_loss"],
+                "best_lr": best["lr"],
+            }
+            client.set_tag(parent, "best_run_id", best["run_id"])
+            client.set_tag(parent, "best_job", f"job {best['job']}: backend={best['backend']} lr={best['lr']}")
+        tracking.log_params_and_history(client, parent, params={}, history={}, final=metrics)
+        with tempfile.TemporaryDirectory() as folder:
+            folder = Path(folder)
+            datafiles.write_text(folder / "sweep_summary.md", _markdown_table(rows))
+            plots.save(plots.plot_sweep(rows), folder / "final_loss_vs_lr.png")
+            client.log_artifacts(parent, str(folder))
