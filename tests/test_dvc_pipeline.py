@@ -6,6 +6,7 @@ import re
 import shutil
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -137,3 +138,18 @@ def test_metrics_and_plots_show_offline(repo):
     images = re.findall(r'<img src="(static/[^"]+)"', page)
     assert {Path(i).name for i in images} == {"workspace_eval_fit.png", "workspace_eval_loss.png"}
     assert all((repo / "dvc_plots" / i).is_file() for i in images)
+
+
+@pytest.mark.slow
+def test_queued_experiments_land_in_the_project_database(repo):
+    dvc(repo, "exp", "run", "--queue", "-S", "lr=0.001,0.01")
+    dvc(repo, "queue", "start")
+    deadline = time.monotonic() + 400
+    while re.search(r"\b(Queued|Running)\b", status := dvc(repo, "queue", "status")):
+        assert time.monotonic() < deadline, status
+        time.sleep(2)
+    assert status.count("Success") == 2, status
+    _, finished = runs(repo)
+    assert sorted(r.data.params["lr"] for r in finished) == ["0.001", "0.01"]
+    assert all(r.info.status == "FINISHED" and r.data.tags.get("dvc_exp_name") for r in finished)
+    assert not list((repo / ".dvc" / "tmp").rglob("mlflow.db")), "a throwaway store was created"
