@@ -23,6 +23,7 @@ from matplotlib.figure import Figure
 from omegaconf import OmegaConf
 
 from experiments.report import record
+from src.errors import clean_exit
 
 
 @dataclass
@@ -125,10 +126,11 @@ ConfigStore.instance().store(name="autograd_tour", node=TourConfig)
 
 @hydra.main(version_base="1.3", config_path=None, config_name="autograd_tour")
 def main(cfg: TourConfig) -> None:
-    report = tour(cfg.x, cfg.seed)
-    output_dir = Path(HydraConfig.get().runtime.output_dir)
-    params = OmegaConf.to_container(cfg)
-    record("autograd_tour", params, report, {"graph.png": plot_graph(report)}, output_dir, backend="torch")
+    with clean_exit():
+        report = tour(cfg.x, cfg.seed)
+        output_dir = Path(HydraConfig.get().runtime.output_dir)
+        params = OmegaConf.to_container(cfg)
+        record("autograd_tour", params, report, {"graph.png": plot_graph(report)}, output_dir, backend="torch")
 
 
 if __name__ == "__main__":

@@ -20,6 +20,7 @@ from omegaconf import OmegaConf
 
 from experiments.report import record
 from src.backends import History, load_fit
+from src.errors import clean_exit
 from src.problem import sample_problem
 
 DTYPES = ("float32", "float64")
@@ -75,11 +76,12 @@ ConfigStore.instance().store(name="backend_parity", node=ParityConfig)
 
 @hydra.main(version_base="1.3", config_path=None, config_name="backend_parity")
 def main(cfg: ParityConfig) -> None:
-    runs = {dtype: trajectories(cfg.n, cfg.steps, cfg.lr, cfg.seed, dtype) for dtype in DTYPES}
-    report = {f"{dtype}_{key}": value for dtype in DTYPES for key, value in compare(runs[dtype]).items()}
-    output_dir = Path(HydraConfig.get().runtime.output_dir)
-    figures = {"differences.png": plot_differences(runs)}
-    record("backend_parity", OmegaConf.to_container(cfg), report, figures, output_dir, backend="numpy+torch")
+    with clean_exit():
+        runs = {dtype: trajectories(cfg.n, cfg.steps, cfg.lr, cfg.seed, dtype) for dtype in DTYPES}
+        report = {f"{dtype}_{key}": value for dtype in DTYPES for key, value in compare(runs[dtype]).items()}
+        output_dir = Path(HydraConfig.get().runtime.output_dir)
+        figures = {"differences.png": plot_differences(runs)}
+        record("backend_parity", OmegaConf.to_container(cfg), report, figures, output_dir, backend="numpy+torch")
 
 
 if __name__ == "__main__":

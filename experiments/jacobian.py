@@ -23,6 +23,7 @@ from matplotlib.figure import Figure
 from omegaconf import OmegaConf
 
 from experiments.report import record
+from src.errors import clean_exit
 
 
 @dataclass
@@ -90,10 +91,11 @@ ConfigStore.instance().store(name="jacobian", node=JacobianConfig)
 
 @hydra.main(version_base="1.3", config_path=None, config_name="jacobian")
 def main(cfg: JacobianConfig) -> None:
-    report = analyse(cfg.x1, cfg.x2)
-    output_dir = Path(HydraConfig.get().runtime.output_dir)
-    params = OmegaConf.to_container(cfg)
-    record("jacobian", params, report, {"jacobian.png": plot_jacobian(report)}, output_dir, backend="torch")
+    with clean_exit():
+        report = analyse(cfg.x1, cfg.x2)
+        output_dir = Path(HydraConfig.get().runtime.output_dir)
+        params = OmegaConf.to_container(cfg)
+        record("jacobian", params, report, {"jacobian.png": plot_jacobian(report)}, output_dir, backend="torch")
 
 
 if __name__ == "__main__":

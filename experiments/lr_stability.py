@@ -23,6 +23,7 @@ from omegaconf import OmegaConf
 
 from experiments.report import record
 from src.backends import load_fit
+from src.errors import clean_exit
 from src.problem import least_squares, loss, lr_bound, sample_problem
 
 
@@ -94,11 +95,12 @@ ConfigStore.instance().store(name="lr_stability", node=StabilityConfig)
 
 @hydra.main(version_base="1.3", config_path=None, config_name="lr_stability")
 def main(cfg: StabilityConfig) -> None:
-    lrs = np.linspace(cfg.lr_min, cfg.lr_max, cfg.points)
-    report = sweep(cfg.n, cfg.seed, cfg.steps, lrs)
-    output_dir = Path(HydraConfig.get().runtime.output_dir)
-    figures = {"final_loss_vs_lr.png": plot_sweep(report)}
-    record("lr_stability", OmegaConf.to_container(cfg), report, figures, output_dir, backend="numpy")
+    with clean_exit():
+        lrs = np.linspace(cfg.lr_min, cfg.lr_max, cfg.points)
+        report = sweep(cfg.n, cfg.seed, cfg.steps, lrs)
+        output_dir = Path(HydraConfig.get().runtime.output_dir)
+        figures = {"final_loss_vs_lr.png": plot_sweep(report)}
+        record("lr_stability", OmegaConf.to_container(cfg), report, figures, output_dir, backend="numpy")
 
 
 if __name__ == "__main__":

@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
+import logging
 import os
+import signal
+import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
+
+log = logging.getLogger(__name__)
 
 
 class UserError(Exception):
@@ -20,19 +25,35 @@ class DataFileError(UserError, ValueError):
 
 
 class TrackingError(UserError, RuntimeError):
-    """The MLflow store cannot be reached or used; nothing was logged."""
+    """The MLflow store cannot be reached or used."""
 
 
 class TrainingDiverged(UserError, RuntimeError):
     """The loss stopped being finite; the run is recorded as FAILED."""
 
 
+def _raise_interrupt(signum, frame):
+    raise KeyboardInterrupt(signal.Signals(signum).name)
+
+
 @contextmanager
-def exit_on_user_error() -> Iterator[None]:
-    """Turn a UserError into `error: ...` on stderr and exit status 1 (HYDRA_FULL_ERROR=1 keeps the traceback)."""
+def clean_exit() -> Iterator[None]:
+    """Run an entry point so that failures end it cleanly.
+
+    A UserError becomes `error: ...` on stderr and exit status 1 (HYDRA_FULL_ERROR=1 keeps
+    the traceback). SIGTERM is treated like Ctrl-C: either unwinds the stack, so an open
+    MLflow run is marked KILLED and no file is left half-written, then exits with 130.
+    """
+    if threading.current_thread() is threading.main_thread():
+        # SIGINT too: a process started in the background inherits it ignored, and would not stop.
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            signal.signal(signum, _raise_interrupt)
     try:
         yield
     except UserError as e:
         if os.environ.get("HYDRA_FULL_ERROR") == "1":
             raise
         raise SystemExit(f"error: {e}") from None
+    except KeyboardInterrupt as e:
+        log.error("interrupted (%s); the MLflow run, if one was open, is marked KILLED", e or "SIGINT")
+        raise SystemExit(130) from None

@@ -21,7 +21,9 @@ from pathlib import Path
 
 import numpy as np
 from mlflow.entities import Metric, Param, RunStatus
+from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
+from sqlalchemy.exc import SQLAlchemyError
 
 from src.errors import TrackingError
 
@@ -59,17 +61,44 @@ def open_experiment(uri: str, name: str) -> tuple[MlflowClient, str]:
     db = _sqlite_path(uri)
     if uri.startswith(("http://", "https://")):
         _check_server(uri)
-    if db is None:
-        client = MlflowClient(uri)
-        return client, _get_or_create_experiment(client, name, artifact_location=None)
-    if _experiment_exists(db, name):
-        client = MlflowClient(uri)
-        return client, _get_or_create_experiment(client, name, artifact_location=None)
-    db.parent.mkdir(parents=True, exist_ok=True)
-    with _exclusive_lock(db.with_name(db.name + ".lock")):
-        client = MlflowClient(uri)
-        artifacts = (db.parent / "mlruns").as_uri()
-        return client, _get_or_create_experiment(client, name, artifact_location=artifacts)
+    try:
+        if db is None or _experiment_exists(db, name):
+            client = MlflowClient(uri)
+            return client, _get_or_create_experiment(client, name, artifact_location=None)
+        db.parent.mkdir(parents=True, exist_ok=True)
+        with _exclusive_lock(db.with_name(db.name + ".lock")):
+            client = MlflowClient(uri)
+            artifacts = (db.parent / "mlruns").as_uri()
+            return client, _get_or_create_experiment(client, name, artifact_location=artifacts)
+    except (*STORE_ERRORS, OSError) as e:  # OSError: the folder or the lock file cannot be made
+        raise TrackingError(_explain(uri, e)) from e
+
+
+STORE_ERRORS = (MlflowException, SQLAlchemyError, sqlite3.Error)
+
+
+@contextmanager
+def store_errors(uri: str) -> Iterator[None]:
+    """Turn a failure of the MLflow store into a TrackingError that names the store and the fix."""
+    try:
+        yield
+    except STORE_ERRORS as e:
+        raise TrackingError(_explain(uri, e)) from e
+
+
+def _explain(uri: str, error: Exception) -> str:
+    text = str(error)
+    cause = text.strip().splitlines()[0] if text.strip() else type(error).__name__
+    if "database is locked" in text:
+        return (f"the MLflow store {uri} is locked by another process ({cause}); close whatever holds it "
+                "(an open sqlite3 shell, a stuck process) and run again")  # fmt: skip
+    if "file is not a database" in text or "malformed" in text:
+        return (f"{uri} is not a usable MLflow database ({cause}); move it aside (e.g. mv mlflow.db "
+                "mlflow.db.broken) and run again to start a fresh store")  # fmt: skip
+    if isinstance(error, OSError) or "unable to open database file" in text:
+        return (f"cannot create or open the MLflow store {uri} ({cause}); point MLFLOW_TRACKING_URI at a "
+                "writable folder, e.g. sqlite:////absolute/path/mlflow.db")  # fmt: skip
+    return f"the MLflow store {uri} failed: {cause}"
 
 
 # MLflow's own defaults retry a dead server for minutes (7 retries, 120 s timeouts); a user

@@ -10,7 +10,6 @@ from __future__ import annotations
 import logging
 import math
 import os
-import signal
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -23,7 +22,7 @@ from omegaconf import DictConfig, OmegaConf
 from src import datafiles, plots, problem, tracking
 from src.backends import History, load_fit, resolve_device
 from src.config import Objective, TrainConfig, load_config
-from src.errors import ConfigError, TrainingDiverged, exit_on_user_error
+from src.errors import ConfigError, TrainingDiverged, clean_exit
 from src.sweep import sweep_tags
 
 log = logging.getLogger(__name__)
@@ -80,10 +79,11 @@ def train(
         )
 
     fit = load_fit(backend)
-    client, experiment_id = tracking.open_experiment(tracking.tracking_uri(), config.experiment_name)
+    uri = tracking.tracking_uri()
+    client, experiment_id = tracking.open_experiment(uri, config.experiment_name)
     run_name = f"{backend}-{device}-lr{config.lr:g}-seed{config.seed}"
     tags = {**tracking.run_tags(backend, device), **(extra_tags or {})}
-    with tracking.tracked_run(client, experiment_id, run_name, tags) as run_id:
+    with tracking.store_errors(uri), tracking.tracked_run(client, experiment_id, run_name, tags) as run_id:
         history = fit(x, y, w0, b0, lr=config.lr, steps=config.steps, device=device)
         w, b = (float(history.w[-1]), float(history.b[-1])) if len(history.w) else (w0, b0)
         final_loss = problem.loss(x, y, w, b)
@@ -118,17 +118,12 @@ def _write_outputs(
         np.savetxt(tmp, table, delimiter=",", header="step,loss,w,b", comments="", fmt=["%d"] + ["%.17g"] * 3)
 
 
-def _interrupt(signum, frame):
-    raise KeyboardInterrupt(f"signal {signum}")
-
-
 @hydra.main(version_base="1.3", config_path="../conf", config_name="config")
 def main(cfg: DictConfig) -> float:
     """Train once; return the objective (the final training loss, or the held-out MSE) for sweepers."""
-    signal.signal(signal.SIGTERM, _interrupt)  # a terminated run ends KILLED, like Ctrl-C
     hydra_config = HydraConfig.get()
     in_sweep = hydra_config.mode == RunMode.MULTIRUN
-    with exit_on_user_error():
+    with clean_exit():
         config = load_config(cfg)
         resolved = OmegaConf.to_container(cfg, resolve=True)
         tags = {**sweep_tags(), "sweep_job": str(hydra_config.job.num)} if in_sweep else {}
@@ -139,8 +134,8 @@ def main(cfg: DictConfig) -> float:
                 raise
             log.error("%s", e)  # one diverging job must not end the sweep; it scores infinitely badly
             return math.inf
-    log_summary(result, config.experiment_name)
-    return held_out_mse(config, result) if config.objective is Objective.test_mse else result.loss
+        log_summary(result, config.experiment_name)
+        return held_out_mse(config, result) if config.objective is Objective.test_mse else result.loss
 
 
 def held_out_mse(config: TrainConfig, result: Result) -> float:

@@ -98,12 +98,30 @@ def test_cuda_without_a_gpu_says_why():
 
 @pytest.mark.slow
 @pytest.mark.parametrize(
-    "override,key",
-    [("lr=-1", "lr"), ("backend=torch device=cuda" if not torch.cuda.is_available() else "device=gpu", "device")],
+    "override,says",
+    [
+        ("lr=-1", "error: config key 'lr': must be a finite number > 0"),
+        ("data.n=1", "error: config key 'data.n': must be >= 2"),
+        ("device=cuda", "error: config key 'device': the numpy backend runs on the CPU only"),
+        ("backend=jax", "Available options in 'backend'"),
+        ("lrr=0.1", "Could not override 'lrr'"),
+        ("steps=many", "error: config key 'steps'"),
+    ],
 )
-def test_cli_refuses_bad_config_before_any_work(override, key, tmp_path: Path, tracking_env):
-    done = run_cli(*override.split(), cwd=tmp_path, env=tracking_env)
-    assert done.returncode != 0
-    assert f"config key '{key}'" in done.stderr
+def test_cli_refuses_bad_config_before_any_work(override, says, tmp_path: Path, tracking_env):
+    done = run_cli(override, cwd=tmp_path, env=tracking_env)
+    assert done.returncode == 1
+    assert says in done.stderr
     assert "Traceback" not in done.stderr + done.stdout
     assert not (tmp_path / "mlflow.db").exists(), "an MLflow store was created for a run that never started"
+    assert not list(tmp_path.rglob("*.png")) and not list(tmp_path.rglob("history.csv"))
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has a GPU")
+def test_cli_cuda_without_a_gpu_is_a_config_error(tmp_path: Path, tracking_env):
+    done = run_cli("backend=torch", "device=cuda", cwd=tmp_path, env=tracking_env)
+    assert done.returncode == 1 and "Traceback" not in done.stderr
+    assert "error: config key 'device': device=cuda was asked for, but" in done.stderr
+    assert "not compiled with CUDA" not in done.stderr
+    assert not (tmp_path / "mlflow.db").exists()

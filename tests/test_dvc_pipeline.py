@@ -44,10 +44,14 @@ def repo(tmp_path) -> Path:
     return repo
 
 
-def dvc(repo: Path, *args: str) -> str:
+def run_dvc(repo: Path, *args: str) -> subprocess.CompletedProcess:
     env = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}  # the project's own store
     env["PATH"] = f"{BIN}{os.pathsep}{env['PATH']}"  # stage commands run this environment's python
-    done = subprocess.run([str(BIN / "dvc"), *args], cwd=repo, env=env, capture_output=True, text=True, timeout=600)
+    return subprocess.run([str(BIN / "dvc"), *args], cwd=repo, env=env, capture_output=True, text=True, timeout=600)
+
+
+def dvc(repo: Path, *args: str) -> str:
+    done = run_dvc(repo, *args)
     assert done.returncode == 0, f"dvc {' '.join(args)} failed:\n{done.stdout}\n{done.stderr}"
     return done.stdout + done.stderr
 
@@ -153,3 +157,21 @@ def test_queued_experiments_land_in_the_project_database(repo):
     assert sorted(r.data.params["lr"] for r in finished) == ["0.001", "0.01"]
     assert all(r.info.status == "FINISHED" and r.data.tags.get("dvc_exp_name") for r in finished)
     assert not list((repo / ".dvc" / "tmp").rglob("mlflow.db")), "a throwaway store was created"
+
+
+@pytest.mark.slow
+def test_a_diverging_training_leaves_nothing_dvc_accepts(repo):
+    dvc(repo, "repro")
+    lock_before = (repo / "dvc.lock").read_text()
+    params = yaml.safe_load((repo / "params.yaml").read_text())
+    params["lr"] = 0.1
+    (repo / "params.yaml").write_text(yaml.safe_dump(params))
+
+    done = run_dvc(repo, "repro")
+    assert done.returncode != 0
+    assert "error: the loss became non-finite at step" in done.stderr + done.stdout
+    assert (repo / "dvc.lock").read_text() == lock_before, "a failed stage was recorded as done"
+    assert not (repo / "models" / "fit.json").exists()
+    assert "train" in dvc(repo, "status")
+    _, [good, failed] = runs(repo)
+    assert (good.info.status, failed.info.status) == ("FINISHED", "FAILED")

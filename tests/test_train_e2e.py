@@ -5,7 +5,6 @@ import runpy
 import shutil
 import subprocess
 import sys
-from concurrent.futures import ThreadPoolExecutor
 
 import matplotlib
 import numpy as np
@@ -106,21 +105,6 @@ def test_runs_from_any_folder_land_in_the_project_database_that_mlflow_ui_shows(
         assert [r["info"]["run_id"] for r in found] == [run.info.run_id]
         files = rest(url, f"/api/2.0/mlflow/artifacts/list?run_id={run.info.run_id}")["files"]
         assert {f["path"] for f in files} == ARTIFACTS
-
-
-def test_concurrent_runs_on_a_fresh_database_all_land(tmp_path, tracking_env):
-    jobs = 4
-    with ThreadPoolExecutor(jobs) as pool:
-        done = list(
-            pool.map(lambda seed: run_cli(f"seed={seed}", cwd=tmp_path, env=tracking_env, timeout=300), range(jobs))
-        )
-    assert [d.returncode for d in done] == [0] * jobs, [d.stderr[-2000:] for d in done]
-    client, runs = _runs(tracking_env["MLFLOW_TRACKING_URI"])
-    assert len(runs) == jobs
-    assert {r.data.params["seed"] for r in runs} == {str(s) for s in range(jobs)}
-    for run in runs:
-        assert run.info.status == "FINISHED"
-        assert len(client.get_metric_history(run.info.run_id, "loss")) == 800
 
 
 def test_lr_above_the_bound_warns_before_training(tmp_path, tracking_env):

@@ -17,7 +17,7 @@ from omegaconf import OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 from src.config import TrainConfig, load_config
-from src.errors import ConfigError, exit_on_user_error
+from src.errors import ConfigError, clean_exit
 
 
 def load_params(path: Path) -> tuple[TrainConfig, dict]:
@@ -36,5 +36,5 @@ def load_params(path: Path) -> tuple[TrainConfig, dict]:
 def stage_errors() -> Iterator[None]:
     """Log to the console; a failure the user can fix ends the stage with one line and status 1."""
     logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stderr)
-    with exit_on_user_error():
+    with clean_exit():
         yield

@@ -1,0 +1,116 @@
+"""Faults, as a user meets them: interrupts, broken tracking stores, divergence in the pipeline,
+and many runs at once. Each ends loudly and cleanly: one line, nothing lost, nothing RUNNING."""
+
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import closing
+
+import pytest
+from mlflow.tracking import MlflowClient
+
+from tests.conftest import run_cli
+
+pytestmark = pytest.mark.slow
+LONG_RUN = ["data.n=200000", "steps=1000000", "lr=1e-6"]  # minutes of stable training (the bound is ≈ 9e-6)
+
+
+def _env():
+    return {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}
+
+
+def _statuses(db) -> list[str]:
+    """Run statuses read with plain sqlite3: opening an MlflowClient here would race the run's own set-up."""
+    try:
+        with closing(sqlite3.connect(f"file:{db}?mode=ro", uri=True)) as con:
+            return [status for (status,) in con.execute("SELECT status FROM runs")]
+    except sqlite3.Error:
+        return []
+
+
+def _runs(uri):
+    client = MlflowClient(uri)
+    experiment = client.get_experiment_by_name("autograd-fit")
+    return client, client.search_runs([experiment.experiment_id]) if experiment else []
+
+
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])
+def test_interrupted_run_ends_killed_and_leaves_no_partial_output(signum, tmp_path, tracking_env):
+    out = tmp_path / "out"
+    process = subprocess.Popen(
+        [sys.executable, "-m", "src.train", *LONG_RUN, f"hydra.run.dir={out}"],
+        cwd=tmp_path, env=tracking_env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    uri = tracking_env["MLFLOW_TRACKING_URI"]
+    deadline = time.monotonic() + 120
+    while "RUNNING" not in _statuses(tmp_path / "mlflow.db"):
+        assert process.poll() is None and time.monotonic() < deadline, "the run never started"
+        time.sleep(0.3)
+    time.sleep(0.5)  # well inside the training loop now
+    process.send_signal(signum)
+    _, stderr = process.communicate(timeout=60)
+
+    assert process.returncode == 130
+    assert "Traceback" not in stderr
+    _, [run] = _runs(uri)
+    assert run.info.status == "KILLED"
+    left = sorted(p.name for p in out.iterdir())
+    assert left == [".hydra", "train.log"], f"outputs of an unfinished run were left: {left}"
+
+    again = run_cli("steps=20", f"hydra.run.dir={out}", cwd=tmp_path, env=tracking_env)
+    assert again.returncode == 0, again.stderr
+    _, runs = _runs(uri)
+    assert sorted(r.info.status for r in runs) == ["FINISHED", "KILLED"]
+
+
+def test_a_store_in_a_folder_that_cannot_be_made_is_named(tmp_path):
+    blocker = tmp_path / "not-a-folder"
+    blocker.write_text("a file where the store's folder should be")
+    uri = f"sqlite:///{blocker / 'mlflow.db'}"
+    done = run_cli(cwd=tmp_path, env={**_env(), "MLFLOW_TRACKING_URI": uri})
+    assert done.returncode == 1 and "Traceback" not in done.stderr
+    assert f"error: cannot create or open the MLflow store {uri}" in done.stderr
+    assert "MLFLOW_TRACKING_URI" in done.stderr
+
+
+def test_a_corrupt_database_is_named_and_kept(tmp_path):
+    db = tmp_path / "mlflow.db"
+    garbage = b"this is not an sqlite database\x00" * 64
+    db.write_bytes(garbage)
+    done = run_cli(cwd=tmp_path, env={**_env(), "MLFLOW_TRACKING_URI": f"sqlite:///{db}"})
+    assert done.returncode == 1 and "Traceback" not in done.stderr
+    assert "is not a usable MLflow database" in done.stderr and "move it aside" in done.stderr
+    assert db.read_bytes() == garbage, "the broken store was modified"
+
+
+def test_a_locked_database_is_named_and_nothing_is_left_running(tmp_path, tracking_env):
+    uri = tracking_env["MLFLOW_TRACKING_URI"]
+    assert run_cli("steps=5", cwd=tmp_path, env=tracking_env).returncode == 0
+    holder = sqlite3.connect(tmp_path / "mlflow.db", isolation_level=None)
+    holder.execute("BEGIN EXCLUSIVE")
+    try:
+        done = run_cli("steps=5", cwd=tmp_path, env=tracking_env, timeout=300)
+    finally:
+        holder.execute("ROLLBACK")
+        holder.close()
+    assert done.returncode == 1 and "Traceback" not in done.stderr
+    assert "is locked by another process" in done.stderr
+    _, runs = _runs(uri)
+    assert [r.info.status for r in runs] == ["FINISHED"], "a run was recorded while the store was locked"
+
+
+def test_sixteen_concurrent_runs_on_a_fresh_database_all_land(tmp_path, tracking_env):
+    jobs = 16
+    with ThreadPoolExecutor(jobs) as pool:
+        done = list(pool.map(lambda s: run_cli(f"seed={s}", cwd=tmp_path, env=tracking_env, timeout=600), range(jobs)))
+    assert [d.returncode for d in done] == [0] * jobs, [d.stderr[-1500:] for d in done if d.returncode]
+    client, runs = _runs(tracking_env["MLFLOW_TRACKING_URI"])
+    assert sorted(int(r.data.params["seed"]) for r in runs) == list(range(jobs))
+    for run in runs:
+        assert run.info.status == "FINISHED"
+        assert len(client.get_metric_history(run.info.run_id, "loss")) == 800
+        assert {a.path for a in client.list_artifacts(run.info.run_id)} >= {"loss.png", "fit.png"}
