@@ -10,6 +10,8 @@ from __future__ import annotations
 import logging
 import math
 import os
+import sys
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -84,7 +86,7 @@ def train(
     run_name = f"{backend}-{device}-lr{config.lr:g}-seed{config.seed}"
     tags = {**tracking.run_tags(backend, device), **(extra_tags or {})}
     with tracking.store_errors(uri), tracking.tracked_run(client, experiment_id, run_name, tags) as run_id:
-        history = fit(x, y, w0, b0, lr=config.lr, steps=config.steps, device=device)
+        history = fit(x, y, w0, b0, lr=config.lr, steps=config.steps, device=device, progress=_progress_bar)
         w, b = (float(history.w[-1]), float(history.b[-1])) if len(history.w) else (w0, b0)
         final_loss = problem.loss(x, y, w, b)
         _write_outputs(output_dir, x, y, history, w, b, OmegaConf.to_yaml(resolved))
@@ -104,6 +106,15 @@ def train(
                 f"gradient descent on this data is stable only for lr < {bound:.6g}; lower lr"
             )
     return Result(run_id=run_id, loss=final_loss, w=w, b=b)
+
+
+def _progress_bar(steps: Iterable[int]) -> Iterable[int]:
+    """A progress bar over the steps, on a terminal only, and only once training has taken 2 s."""
+    if not sys.stderr.isatty():
+        return steps
+    from tqdm import tqdm  # only a terminal needs it
+
+    return tqdm(steps, delay=2, unit="step", leave=False, dynamic_ncols=True)
 
 
 def _write_outputs(

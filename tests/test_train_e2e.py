@@ -1,10 +1,14 @@
 """`python -m src.train` as a user runs it, checked in the MLflow store it wrote to."""
 
+import fcntl
 import os
+import pty
 import runpy
 import shutil
+import struct
 import subprocess
 import sys
+import termios
 
 import matplotlib
 import numpy as np
@@ -129,3 +133,32 @@ def test_divergence_stops_at_the_first_non_finite_step_and_fails_the_run(tmp_pat
     assert run.data.tags["error"] == line.removeprefix("error: ")
     loss = [p.value for p in client.get_metric_history(run.info.run_id, "loss")]
     assert len(loss) == step and np.isfinite(loss).all()  # no step was run on a non-finite loss
+
+
+def _on_a_terminal(args: list[str], cwd, env) -> tuple[int, str]:
+    """Run the CLI with stderr on a pseudo-terminal; return its exit status and what the terminal showed."""
+    controller, terminal = pty.openpty()
+    fcntl.ioctl(terminal, termios.TIOCSWINSZ, struct.pack("HHHH", 24, 100, 0, 0))  # a new pty is 0 columns wide
+    process = subprocess.Popen(
+        [sys.executable, "-m", "src.train", *args], cwd=cwd, env=env, stdout=subprocess.DEVNULL, stderr=terminal
+    )
+    os.close(terminal)
+    shown = b""
+    while True:
+        try:
+            chunk = os.read(controller, 4096)
+        except OSError:  # the terminal closed: the process is done
+            break
+        if not chunk:
+            break
+        shown += chunk
+    os.close(controller)
+    return process.wait(timeout=120), shown.decode(errors="replace")
+
+
+def test_progress_bar_shows_on_a_terminal_only_for_long_runs(tmp_path, tracking_env):
+    status, shown = _on_a_terminal(["data.n=1000000", "steps=3000", "lr=1e-7"], tmp_path, tracking_env)
+    assert status == 0
+    assert "step/s" in shown and "/3000" in shown
+    status, shown = _on_a_terminal(["steps=800"], tmp_path, tracking_env)
+    assert status == 0 and "step/s" not in shown

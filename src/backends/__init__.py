@@ -1,7 +1,9 @@
 """Gradient-descent backends: one module each, with the same `fit` function.
 
-`fit(x, y, w0, b0, lr=..., steps=..., device=...) -> History` runs full-batch gradient
-descent on 0.5·Σ(w·x² + b − y)², starting from (w0, b0), and hands back every step.
+`fit(x, y, w0, b0, lr=..., steps=..., device=..., progress=...) -> History` runs full-batch
+gradient descent on 0.5·Σ(w·x² + b − y)², starting from (w0, b0), and hands back every step.
+`progress`, when given, wraps the range of steps (a progress bar, say); the math never
+prints anything itself.
 Each backend imports its framework itself, so choosing numpy never imports torch.
 """
 

@@ -8,6 +8,7 @@ loop only avoids recomputing x² and allocating new arrays every step.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable, Iterable
 
 import numpy as np
 
@@ -23,7 +24,17 @@ def loss_and_grad(x2: np.ndarray, y: np.ndarray, w, b, r: np.ndarray, r_x2: np.n
     return 0.5 * np.dot(r, r), r_x2.sum(), r.sum()
 
 
-def fit(x: np.ndarray, y: np.ndarray, w0: float, b0: float, *, lr: float, steps: int, device: str = "cpu") -> History:
+def fit(
+    x: np.ndarray,
+    y: np.ndarray,
+    w0: float,
+    b0: float,
+    *,
+    lr: float,
+    steps: int,
+    device: str = "cpu",
+    progress: Callable[[Iterable[int]], Iterable[int]] | None = None,
+) -> History:
     if device != "cpu":
         raise ValueError(f"the numpy backend runs on the CPU only, not on {device!r}")
     scalar = x.dtype.type
@@ -32,7 +43,7 @@ def fit(x: np.ndarray, y: np.ndarray, w0: float, b0: float, *, lr: float, steps:
     r, r_x2 = np.empty_like(x), np.empty_like(x)
     history = np.empty((steps, 3), dtype=x.dtype)
     with np.errstate(over="ignore", invalid="ignore"):  # divergence is detected and reported below
-        for i in range(steps):
+        for i in progress(range(steps)) if progress else range(steps):
             loss, grad_w, grad_b = loss_and_grad(x2, y, w, b, r, r_x2)
             if not math.isfinite(loss):
                 return _history(history[:i], diverged=True)
