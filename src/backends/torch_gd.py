@@ -1,9 +1,10 @@
 """§2.7: the same gradient descent, with the gradients from torch autograd.
 
 Each step is the book's: forward, `loss.backward()`, update under `torch.no_grad()`,
-zero the gradients. Two things differ from the book's loop, neither of which changes a
+zero the gradients. Three things differ from the book's loop, none of which changes a
 bit of w or b:
 - x² is computed once, not every step;
+- b is added into the product's buffer instead of a new one;
 - the loss 0.5·Σ(ŷ − y)² is `mse_loss(ŷ, y, reduction="sum") / 2`, one fused kernel each
   way instead of four. Its gradient with respect to ŷ is exactly ŷ − y, as the book's is.
 On the CPU the history is read back as Python floats, and a non-finite loss stops training
@@ -49,7 +50,7 @@ def fit(
     rows: list = []
 
     for i in progress(range(steps)) if progress else range(steps):
-        y_pred = x2.mm(w) + b
+        y_pred = x2.mm(w).add_(b)  # in place: mm's backward needs its inputs, not its output
         loss = F.mse_loss(y_pred, y, reduction="sum") / 2
         if on_cpu and not math.isfinite(loss.item()):
             break
