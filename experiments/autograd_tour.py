@@ -12,15 +12,12 @@ from __future__ import annotations
 
 import warnings
 from dataclasses import dataclass
-from pathlib import Path
 
 import hydra
 import matplotlib.pyplot as plt
 import torch
 from hydra.core.config_store import ConfigStore
-from hydra.core.hydra_config import HydraConfig
 from matplotlib.figure import Figure
-from omegaconf import OmegaConf
 
 from experiments.report import record
 from src.errors import clean_exit
@@ -128,9 +125,7 @@ ConfigStore.instance().store(name="autograd_tour", node=TourConfig)
 def main(cfg: TourConfig) -> None:
     with clean_exit():
         report = tour(cfg.x, cfg.seed)
-        output_dir = Path(HydraConfig.get().runtime.output_dir)
-        params = OmegaConf.to_container(cfg)
-        record("autograd_tour", params, report, {"graph.png": plot_graph(report)}, output_dir, backend="torch")
+        record("autograd_tour", cfg, report, {"graph.png": plot_graph(report)}, backend="torch")
 
 
 if __name__ == "__main__":

@@ -8,15 +8,12 @@ w and b (absolute, and relative to the value's size), with a plot of |Δ| agains
 from __future__ import annotations
 
 from dataclasses import dataclass
-from pathlib import Path
 
 import hydra
 import matplotlib.pyplot as plt
 import numpy as np
 from hydra.core.config_store import ConfigStore
-from hydra.core.hydra_config import HydraConfig
 from matplotlib.figure import Figure
-from omegaconf import OmegaConf
 
 from experiments.report import record
 from src.backends import History, load_fit
@@ -79,9 +76,8 @@ def main(cfg: ParityConfig) -> None:
     with clean_exit():
         runs = {dtype: trajectories(cfg.n, cfg.steps, cfg.lr, cfg.seed, dtype) for dtype in DTYPES}
         report = {f"{dtype}_{key}": value for dtype in DTYPES for key, value in compare(runs[dtype]).items()}
-        output_dir = Path(HydraConfig.get().runtime.output_dir)
         figures = {"differences.png": plot_differences(runs)}
-        record("backend_parity", OmegaConf.to_container(cfg), report, figures, output_dir, backend="numpy+torch")
+        record("backend_parity", cfg, report, figures, backend="numpy+torch")
 
 
 if __name__ == "__main__":

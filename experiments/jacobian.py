@@ -11,16 +11,13 @@ the vector-Jacobian product vᵀJ, not J.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from pathlib import Path
 
 import hydra
 import matplotlib.pyplot as plt
 import numpy as np
 import torch
 from hydra.core.config_store import ConfigStore
-from hydra.core.hydra_config import HydraConfig
 from matplotlib.figure import Figure
-from omegaconf import OmegaConf
 
 from experiments.report import record
 from src.errors import clean_exit
@@ -93,9 +90,7 @@ ConfigStore.instance().store(name="jacobian", node=JacobianConfig)
 def main(cfg: JacobianConfig) -> None:
     with clean_exit():
         report = analyse(cfg.x1, cfg.x2)
-        output_dir = Path(HydraConfig.get().runtime.output_dir)
-        params = OmegaConf.to_container(cfg)
-        record("jacobian", params, report, {"jacobian.png": plot_jacobian(report)}, output_dir, backend="torch")
+        record("jacobian", cfg, report, {"jacobian.png": plot_jacobian(report)}, backend="torch")
 
 
 if __name__ == "__main__":

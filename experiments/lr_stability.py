@@ -11,15 +11,12 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from pathlib import Path
 
 import hydra
 import matplotlib.pyplot as plt
 import numpy as np
 from hydra.core.config_store import ConfigStore
-from hydra.core.hydra_config import HydraConfig
 from matplotlib.figure import Figure
-from omegaconf import OmegaConf
 
 from experiments.report import record
 from src.backends import load_fit
@@ -98,9 +95,8 @@ def main(cfg: StabilityConfig) -> None:
     with clean_exit():
         lrs = np.linspace(cfg.lr_min, cfg.lr_max, cfg.points)
         report = sweep(cfg.n, cfg.seed, cfg.steps, lrs)
-        output_dir = Path(HydraConfig.get().runtime.output_dir)
         figures = {"final_loss_vs_lr.png": plot_sweep(report)}
-        record("lr_stability", OmegaConf.to_container(cfg), report, figures, output_dir, backend="numpy")
+        record("lr_stability", cfg, report, figures, backend="numpy")
 
 
 if __name__ == "__main__":

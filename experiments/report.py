@@ -9,21 +9,20 @@ from collections.abc import Mapping
 from numbers import Real
 from pathlib import Path
 
+from hydra.core.hydra_config import HydraConfig
 from matplotlib.figure import Figure
+from omegaconf import OmegaConf
 
 from src import datafiles, plots, tracking
 
 log = logging.getLogger(__name__)
 
 
-def record(
-    name: str, params: Mapping, report: Mapping, figures: Mapping[str, Figure], output_dir: Path, backend: str
-) -> str:
-    """Write `report` and `figures` to `output_dir` and log them, with `params`, to MLflow; return the run id.
-
-    The report's top-level numbers also become the run's metrics.
-    """
-    output_dir = Path(output_dir)
+def record(name: str, cfg, report: Mapping, figures: Mapping[str, Figure], backend: str) -> str:
+    """Write `report` and `figures` to the Hydra run's folder and log them, with the config `cfg`
+    as params, to MLflow; return the run id. The report's top-level numbers become the run's metrics."""
+    output_dir = Path(HydraConfig.get().runtime.output_dir)
+    params = OmegaConf.to_container(cfg)
     datafiles.write_json(output_dir / "report.json", dict(report))
     datafiles.write_text(output_dir / "report.md", _markdown(name, report))
     for filename, figure in figures.items():

@@ -56,6 +56,21 @@ def make_problem(config: TrainConfig) -> problem.Problem:
     )
 
 
+def make_test_set(config: TrainConfig) -> tuple[np.ndarray, np.ndarray]:
+    """The held-out set for `config`: its x grid and distribution, with noise of its own."""
+    data = config.data
+    return problem.sample_test_set(
+        seed=config.seed,
+        n=data.n,
+        noise=data.noise,
+        true_w=data.true_w,
+        true_b=data.true_b,
+        x_min=data.x_min,
+        x_max=data.x_max,
+        dtype=config.dtype.value,
+    )
+
+
 def train(
     config: TrainConfig,
     resolved: dict,
@@ -151,11 +166,7 @@ def main(cfg: DictConfig) -> float:
 
 def held_out_mse(config: TrainConfig, result: Result) -> float:
     """The fit's mean squared error on the test set that the DVC `generate` stage draws; logged as test_mse."""
-    data = config.data
-    x, y = problem.sample_test_set(
-        seed=config.seed, n=data.n, noise=data.noise, true_w=data.true_w, true_b=data.true_b,
-        x_min=data.x_min, x_max=data.x_max, dtype="float64",
-    )  # fmt: skip
+    x, y = make_test_set(config)
     mse = float(np.mean((result.w * x**2 + result.b - y) ** 2))
     tracking.log_params_and_history(tracking.client(), result.run_id, params={}, history={}, final={"test_mse": mse})
     return mse

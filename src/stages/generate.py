@@ -8,25 +8,14 @@ import logging
 from src import datafiles, problem
 from src.config import TrainConfig
 from src.stages import load_params, stage_errors
-from src.train import make_problem
+from src.train import make_problem, make_test_set
 
 log = logging.getLogger(__name__)
 
 
 def generate(config: TrainConfig) -> tuple[problem.Problem, tuple]:
-    """The training problem exactly as `python -m src.train` draws it, and a test set beside it."""
-    data = config.data
-    test = problem.sample_test_set(
-        seed=config.seed,
-        n=data.n,
-        noise=data.noise,
-        true_w=data.true_w,
-        true_b=data.true_b,
-        x_min=data.x_min,
-        x_max=data.x_max,
-        dtype=config.dtype.value,
-    )
-    return make_problem(config), test
+    """The training problem exactly as `python -m src.train` draws it, and the test set beside it."""
+    return make_problem(config), make_test_set(config)
 
 
 def main(argv: list[str] | None = None) -> None:
