@@ -52,7 +52,8 @@ def fit(
     for i in progress(range(steps)) if progress else range(steps):
         y_pred = x2.mm(w).add_(b)  # in place: mm's backward needs its inputs, not its output
         loss = F.mse_loss(y_pred, y, reduction="sum") / 2
-        if on_cpu and not math.isfinite(loss.item()):
+        value = loss.item() if on_cpu else loss.detach()
+        if on_cpu and not math.isfinite(value):
             break
         loss.backward()
         with torch.no_grad():
@@ -60,7 +61,7 @@ def fit(
             b -= lr * b.grad
             w.grad.zero_()
             b.grad.zero_()
-            rows.append((loss.item(), w.item(), b.item()) if on_cpu else torch.stack((loss, w[0, 0], b[0, 0])))
+            rows.append((value, w.item(), b.item()) if on_cpu else torch.stack((value, w[0, 0], b[0, 0])))
         if not on_cpu and (i + 1) % CUDA_CHECK_EVERY == 0 and not torch.isfinite(rows[-1][0]):
             break  # overflow propagates, so the last loss tells; the first bad step is found below
 
