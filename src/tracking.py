@@ -46,7 +46,7 @@ def tracking_uri() -> str:
     return os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{project_root() / 'mlflow.db'}"
 
 
-def client() -> MlflowClient:
+def current_client() -> MlflowClient:
     """A client for the current tracking URI."""
     return MlflowClient(tracking_uri())
 
@@ -151,7 +151,7 @@ def _get_or_create_experiment(client: MlflowClient, name: str, artifact_location
     if experiment is None:
         return client.create_experiment(name, artifact_location=artifact_location)
     if experiment.lifecycle_stage == "deleted":
-        raise RuntimeError(
+        raise TrackingError(
             f"MLflow experiment '{name}' is deleted; restore it with "
             f"`mlflow experiments restore --experiment-id {experiment.experiment_id}`, or choose another "
             "name with experiment_name=..."

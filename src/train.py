@@ -2,7 +2,8 @@
 
 Composes `conf/`, fits y = w·x² + b with the chosen backend, and records the run in
 MLflow: params, per-step loss/w/b, final values, the loss and fit plots, the resolved
-config and the history as CSV. Returns the final loss, so Hydra sweepers can minimise it.
+config and the history as CSV. Returns the objective (`objective=train_loss|test_mse`),
+so Hydra sweepers can minimise it; in a multirun, a diverged job returns inf.
 """
 
 from __future__ import annotations
@@ -168,7 +169,10 @@ def held_out_mse(config: TrainConfig, result: Result) -> float:
     """The fit's mean squared error on the test set that the DVC `generate` stage draws; logged as test_mse."""
     x, y = make_test_set(config)
     mse = float(np.mean((result.w * x**2 + result.b - y) ** 2))
-    tracking.log_params_and_history(tracking.client(), result.run_id, params={}, history={}, final={"test_mse": mse})
+    with tracking.store_errors(tracking.tracking_uri()):
+        tracking.log_params_and_history(
+            tracking.current_client(), result.run_id, {}, history={}, final={"test_mse": mse}
+        )
     return mse
 
 

@@ -88,11 +88,12 @@ def main(argv: list[str] | None = None) -> None:
         plots.save(figure, out / "fit.png")
         datafiles.write_json(Path(args.metrics), metrics)
 
-        client = tracking.client()
-        tracking.log_params_and_history(client, fit["run_id"], params={}, history={}, final=metrics)
-        for name in ("loss.csv", "loss.png", "fit.png"):
-            client.log_artifact(fit["run_id"], str(out / name), artifact_path="evaluation")
-        client.log_artifact(fit["run_id"], args.metrics, artifact_path="evaluation")
+        with tracking.store_errors(tracking.tracking_uri()):
+            client = tracking.current_client()
+            tracking.log_params_and_history(client, fit["run_id"], params={}, history={}, final=metrics)
+            for name in ("loss.csv", "loss.png", "fit.png"):
+                client.log_artifact(fit["run_id"], str(out / name), artifact_path="evaluation")
+            client.log_artifact(fit["run_id"], args.metrics, artifact_path="evaluation")
         log.info("test MSE %.6g, R² %.6f, gap to the optimal loss %.3g", *(metrics[k] for k in SUMMARY))
 
 
