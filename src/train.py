@@ -39,37 +39,30 @@ class Result:
     b: float
 
 
+def _data_args(config: TrainConfig) -> dict:
+    """The data keys of `config`, as the keyword arguments of the samplers in src.problem."""
+    data = config.data
+    return {
+        "seed": config.seed,
+        "n": data.n,
+        "noise": data.noise,
+        "true_w": data.true_w,
+        "true_b": data.true_b,
+        "x_min": data.x_min,
+        "x_max": data.x_max,
+        "dtype": config.dtype.value,
+    }
+
+
 def make_problem(config: TrainConfig) -> problem.Problem:
     """The training data and the initial (w, b) that `config` asks for."""
-    data = config.data
-    return problem.sample_problem(
-        stream=config.rng.value,
-        seed=config.seed,
-        n=data.n,
-        noise=data.noise,
-        true_w=data.true_w,
-        true_b=data.true_b,
-        x_min=data.x_min,
-        x_max=data.x_max,
-        init_w=config.init.w.value,
-        init_b=config.init.b.value,
-        dtype=config.dtype.value,
-    )
+    init = {"stream": config.rng.value, "init_w": config.init.w.value, "init_b": config.init.b.value}
+    return problem.sample_problem(**init, **_data_args(config))
 
 
 def make_test_set(config: TrainConfig) -> tuple[np.ndarray, np.ndarray]:
     """The held-out set for `config`: its x grid and distribution, with noise of its own."""
-    data = config.data
-    return problem.sample_test_set(
-        seed=config.seed,
-        n=data.n,
-        noise=data.noise,
-        true_w=data.true_w,
-        true_b=data.true_b,
-        x_min=data.x_min,
-        x_max=data.x_max,
-        dtype=config.dtype.value,
-    )
+    return problem.sample_test_set(**_data_args(config))
 
 
 def train(
