@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import os
 import tempfile
 import warnings
@@ -71,8 +72,11 @@ def read_xy(path: Path) -> tuple[np.ndarray, np.ndarray]:
     return table[:, 0], table[:, 1]
 
 
-def read_json(path: Path, keys: tuple[str, ...]) -> dict:
-    """A JSON object that must hold `keys`; raises DataFileError naming the problem."""
+def read_json(path: Path, keys: tuple[str, ...] = (), numbers: tuple[str, ...] = ()) -> dict:
+    """A JSON object that must hold `keys` and `numbers`, the latter as finite numbers.
+
+    Raises DataFileError naming the file and the problem.
+    """
     path = Path(path)
     if not path.is_file():
         raise DataFileError(f"{path}: file not found; run `dvc repro` to create it")
@@ -80,7 +84,13 @@ def read_json(path: Path, keys: tuple[str, ...]) -> dict:
         payload = json.loads(path.read_text())
     except (ValueError, UnicodeDecodeError) as e:
         raise DataFileError(f"{path}: not valid JSON ({e}); regenerate it with `dvc repro`") from e
-    missing = [key for key in keys if not isinstance(payload, dict) or key not in payload]
+    missing = [key for key in (*keys, *numbers) if not isinstance(payload, dict) or key not in payload]
     if missing:
         raise DataFileError(f"{path}: missing {', '.join(missing)}")
+    for key in numbers:
+        value = payload[key]
+        if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+            raise DataFileError(
+                f"{path}: {key} must be a finite number, found {value!r}; regenerate it with `dvc repro`"
+            )
     return payload

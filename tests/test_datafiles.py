@@ -54,15 +54,30 @@ def test_binary_garbage_is_named(tmp_path):
 
 
 @pytest.mark.parametrize(
-    "content,says", [(None, "file not found"), ("{oops", "not valid JSON"), ('{"w0": 1}', "missing b0")]
+    "content,says",
+    [
+        (None, "file not found"),
+        ("{oops", "not valid JSON"),
+        ('{"w0": 1}', "missing b0"),
+        ("[1, 2]", "missing w0, b0"),
+        ('{"w0": "one", "b0": 0}', "w0 must be a finite number, found 'one'"),
+        ('{"w0": 1, "b0": NaN}', "b0 must be a finite number, found nan"),
+        ('{"w0": true, "b0": 0}', "w0 must be a finite number, found True"),
+    ],
 )
 def test_bad_json_is_named(tmp_path, content, says):
     path = tmp_path / "start.json"
     if content is not None:
         path.write_text(content)
     with pytest.raises(DataFileError) as error:
-        datafiles.read_json(path, keys=("w0", "b0"))
+        datafiles.read_json(path, numbers=("w0", "b0"))
     assert str(path) in str(error.value) and says in str(error.value)
+
+
+def test_good_json_reads(tmp_path):
+    path = tmp_path / "start.json"
+    datafiles.write_json(path, {"w0": 0.25, "b0": -1, "run_id": "abc"})
+    assert datafiles.read_json(path, keys=("run_id",), numbers=("w0", "b0")) == {"w0": 0.25, "b0": -1, "run_id": "abc"}
 
 
 def test_atomic_write_keeps_the_old_file_when_writing_fails(tmp_path):

@@ -73,7 +73,7 @@ def main(argv: list[str] | None = None) -> None:
         x_train, y_train = datafiles.read_xy(args.train)
         x_test, y_test = datafiles.read_xy(args.test)
         model = Path(args.model)
-        fit = datafiles.read_json(model / "fit.json", keys=("run_id", "w", "b"))
+        fit = datafiles.read_json(model / "fit.json", keys=("run_id",), numbers=("w", "b"))
         loss = _read_loss(model / "history.csv")
 
         metrics = evaluate(x_train, y_train, x_test, y_test, fit["w"], fit["b"], config.data.true_w, config.data.true_b)

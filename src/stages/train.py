@@ -36,7 +36,7 @@ def main(argv: list[str] | None = None) -> None:
     with stage_errors():
         config, resolved = load_params(args.params)
         x, y = datafiles.read_xy(args.train)
-        start = datafiles.read_json(args.start, keys=("w0", "b0"))
+        start = datafiles.read_json(args.start, numbers=("w0", "b0"))
         dtype = config.dtype.value
         data = problem.Problem(x.astype(dtype), y.astype(dtype), float(start["w0"]), float(start["b0"]))
         out = Path(args.out)
