@@ -6,6 +6,7 @@ closed-form facts about the loss (its optimum, its stable step sizes) are comput
 
 from __future__ import annotations
 
+import math
 from typing import NamedTuple
 
 import numpy as np
@@ -99,29 +100,45 @@ def _draw(scheme: str, uniform, normal) -> float:
 
 
 def loss(x: np.ndarray, y: np.ndarray, w: float, b: float) -> float:
-    """The book's loss, 0.5·Σ(w·x² + b − y)²."""
+    """The book's loss, 0.5·Σ(w·x² + b − y)², summed as the book sums it (`np.sum`)."""
     with np.errstate(over="ignore", invalid="ignore"):  # a diverged fit's loss is inf, not a warning
         r = w * x**2 + b - y
-        return float(0.5 * np.dot(r, r))
+        return float(0.5 * np.sum(r * r))
 
 
-def hessian(x: np.ndarray) -> np.ndarray:
-    """The (constant) Hessian of the loss in (w, b): [[Σx⁴, Σx²], [Σx², n]]."""
+# Every reduction below is `np.sum` over a contiguous array, whose pairwise order is fixed by
+# NumPy's own code, never `np.dot` or LAPACK: a BLAS kernel sums in an order that depends on
+# the CPU and the thread count, so its last bits, and the files made from them, would too.
+
+
+def hessian(x: np.ndarray) -> tuple[float, float, float]:
+    """The (constant) Hessian of the loss in (w, b), [[a, c], [c, d]], as (a, c, d) = (Σx⁴, Σx², n)."""
     x2 = np.square(x, dtype=np.float64)
-    return np.array([[np.dot(x2, x2), x2.sum()], [x2.sum(), x.size]])
+    return float(np.sum(x2 * x2)), float(np.sum(x2)), float(x.size)
 
 
 def lr_bound(x: np.ndarray) -> float:
     """The largest stable step: gradient descent on this quadratic converges iff lr < 2/λ_max(H)."""
-    return float(2.0 / np.linalg.eigvalsh(hessian(x))[-1])
+    a, c, d = hessian(x)
+    # The larger eigenvalue of a symmetric 2x2 matrix, in closed form.
+    lambda_max = 0.5 * (a + d) + math.hypot(0.5 * (a - d), c)
+    return 2.0 / lambda_max
 
 
 def least_squares(x: np.ndarray, y: np.ndarray) -> tuple[float, float]:
-    """The exact minimiser (w*, b*) of the loss: the normal equations H·(w, b) = (Σx²y, Σy)."""
+    """The exact minimiser (w*, b*) of the loss: the normal equations H·(w, b) = (Σx²y, Σy), solved by
+    Cramer's rule. Raises ValueError when H is singular: every x² is the same, so w and b trade off."""
+    a, c, d = hessian(x)
     x2 = np.square(x, dtype=np.float64)
     y = y.astype(np.float64, copy=False)
-    w, b = np.linalg.solve(hessian(x), np.array([np.dot(x2, y), y.sum()]))
-    return float(w), float(b)
+    x2y, sum_y = float(np.sum(x2 * y)), float(np.sum(y))
+    det = a * d - c * c
+    if not det > 1e-12 * a * d:  # Σx⁴·n ≥ (Σx²)², with equality exactly when all x² are equal
+        raise ValueError(
+            f"the optimum is not unique: all {x.size} points have the same x² (x in ±{math.sqrt(c / d):.6g}), "
+            "so w·x² + b has one degree of freedom; use data.n >= 3, or an x range that is not symmetric"
+        )
+    return (d * x2y - c * sum_y) / det, (a * sum_y - c * x2y) / det
 
 
 def sample_test_set(

@@ -20,8 +20,10 @@ def loss_and_grad(x2: np.ndarray, y: np.ndarray, w, b, r: np.ndarray, r_x2: np.n
     np.multiply(x2, w, out=r)
     r += b
     r -= y  # r = ŷ − y
+    np.multiply(r, r, out=r_x2)
+    loss = 0.5 * r_x2.sum()  # np.sum, as the book: its order is fixed, np.dot's depends on the CPU
     np.multiply(r, x2, out=r_x2)
-    return 0.5 * np.dot(r, r), r_x2.sum(), r.sum()
+    return loss, r_x2.sum(), r.sum()
 
 
 def fit(
