@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 import os
@@ -32,6 +33,11 @@ def atomic_path(path: Path) -> Iterator[Path]:
     finally:
         if os.path.exists(tmp):
             os.remove(tmp)
+
+
+def md5(path: Path) -> str:
+    """The MD5 of a file's bytes, as DVC records it."""
+    return hashlib.md5(Path(path).read_bytes()).hexdigest()
 
 
 def write_text(path: Path, text: str) -> None:

@@ -19,6 +19,8 @@ from omegaconf.errors import OmegaConfBaseException
 from src.config import TrainConfig, load_config
 from src.errors import ConfigError, clean_exit
 
+MODEL_TAG = "model_md5"  # set by `train` on its MLflow run: the digest of fit.json, by which `evaluate` finds it
+
 
 def load_params(path: Path) -> tuple[TrainConfig, dict]:
     """The checked config in `path`, and the same config as a plain dict."""

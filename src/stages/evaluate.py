@@ -1,7 +1,7 @@
 """DVC stage `evaluate`: the fit on held-out data, against the closed-form optimum and the truth.
 
-Writes `metrics.json` and the evaluation plots, and logs both into the MLflow run that the
-`train` stage opened (its id is in the model's fit.json).
+Writes `metrics.json` and the evaluation plots, and logs both into the MLflow run that made
+the model: the newest run tagged with the digest of `fit.json` (see the `train` stage).
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ import numpy as np
 
 from src import datafiles, plots, problem, tracking
 from src.errors import DataFileError
-from src.stages import load_params, stage_errors
+from src.stages import MODEL_TAG, load_params, stage_errors
 
 log = logging.getLogger(__name__)
 SUMMARY = ("test_mse", "test_r2", "loss_gap")
@@ -32,7 +32,10 @@ def evaluate(
 ) -> dict[str, float]:
     """Test MSE and R², the least-squares optimum (w*, b*) of the training data and the gaps to it,
     and the distance to the generating (true_w, true_b)."""
-    w_star, b_star = problem.least_squares(x_train, y_train)
+    try:
+        w_star, b_star = problem.least_squares(x_train, y_train)
+    except ValueError as e:
+        raise DataFileError(f"the training data: {e}") from e
     train_loss = problem.loss(x_train, y_train, w, b)
     optimal_loss = problem.loss(x_train, y_train, w_star, b_star)
     residual = w * x_test**2 + b - y_test
@@ -59,6 +62,20 @@ def _read_loss(history_csv: Path) -> np.ndarray:
     return table[:, 1]
 
 
+def _run_that_made(fit_json: Path, experiment_name: str) -> str:
+    """The MLflow run that wrote `fit_json`; found before anything is written, so a miss leaves no files."""
+    digest = datafiles.md5(fit_json)
+    uri = tracking.tracking_uri()
+    with tracking.store_errors(uri):
+        run_id = tracking.latest_run_tagged(tracking.current_client(), experiment_name, MODEL_TAG, digest)
+    if run_id is None:
+        raise DataFileError(
+            f"{fit_json}: no run in MLflow experiment '{experiment_name}' at {uri} made this model "
+            f"({MODEL_TAG} {digest}); retrain it with `dvc repro -f train`"
+        )
+    return run_id
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--params", default="params.yaml")
@@ -73,8 +90,9 @@ def main(argv: list[str] | None = None) -> None:
         x_train, y_train = datafiles.read_xy(args.train)
         x_test, y_test = datafiles.read_xy(args.test)
         model = Path(args.model)
-        fit = datafiles.read_json(model / "fit.json", keys=("run_id",), numbers=("w", "b"))
+        fit = datafiles.read_json(model / "fit.json", numbers=("w", "b"))
         loss = _read_loss(model / "history.csv")
+        run_id = _run_that_made(model / "fit.json", config.experiment_name)
 
         metrics = evaluate(x_train, y_train, x_test, y_test, fit["w"], fit["b"], config.data.true_w, config.data.true_b)
         out = Path(args.plots)
@@ -90,10 +108,10 @@ def main(argv: list[str] | None = None) -> None:
 
         with tracking.store_errors(tracking.tracking_uri()):
             client = tracking.current_client()
-            tracking.log_params_and_history(client, fit["run_id"], params={}, history={}, final=metrics)
+            tracking.log_params_and_history(client, run_id, params={}, history={}, final=metrics)
             for name in ("loss.csv", "loss.png", "fit.png"):
-                client.log_artifact(fit["run_id"], str(out / name), artifact_path="evaluation")
-            client.log_artifact(fit["run_id"], args.metrics, artifact_path="evaluation")
+                client.log_artifact(run_id, str(out / name), artifact_path="evaluation")
+            client.log_artifact(run_id, args.metrics, artifact_path="evaluation")
         log.info("test MSE %.6g, R² %.6f, gap to the optimal loss %.3g", *(metrics[k] for k in SUMMARY))
 
 

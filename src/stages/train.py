@@ -1,24 +1,25 @@
 """DVC stage `train`: fit the generated training set and record the run in MLflow.
 
-Besides the files that every training run writes, it leaves `fit.json` (w, b, the final
-loss and the MLflow run id), which the `evaluate` stage reads to log into the same run.
+Besides the files that every training run writes, it leaves `fit.json` (w, b and the final
+loss). Everything in `models/` is a pure function of the data and the params, so the same
+inputs give the same bytes; the MLflow run id, new on every run, stays out of it. The run is
+tagged with the digest of `fit.json` instead (`model_md5`), which is how `evaluate` finds it.
 """
 
 from __future__ import annotations
 
 import argparse
-import hashlib
 import os
 from pathlib import Path
 
-from src import datafiles, problem
-from src.stages import load_params, stage_errors
+from src import datafiles, problem, tracking
+from src.stages import MODEL_TAG, load_params, stage_errors
 from src.train import log_summary, train
 
 
 def provenance(train_csv: Path) -> dict[str, str]:
     """Tags that tie the run to its data file and, when there is one, to its DVC experiment."""
-    tags = {"data_md5": hashlib.md5(Path(train_csv).read_bytes()).hexdigest()}
+    tags = {"data_md5": datafiles.md5(train_csv)}
     if os.environ.get("DVC_EXP_NAME"):
         tags["dvc_exp_name"] = os.environ["DVC_EXP_NAME"]
     if os.environ.get("DVC_STAGE"):
@@ -41,8 +42,9 @@ def main(argv: list[str] | None = None) -> None:
         data = problem.Problem(x.astype(dtype), y.astype(dtype), float(start["w0"]), float(start["b0"]))
         out = Path(args.out)
         result = train(config, resolved, data, out, extra_tags=provenance(args.train))
-        fit = {"run_id": result.run_id, "w": result.w, "b": result.b, "final_loss": result.loss}
-        datafiles.write_json(out / "fit.json", fit)
+        datafiles.write_json(out / "fit.json", {"w": result.w, "b": result.b, "final_loss": result.loss})
+        with tracking.store_errors(tracking.tracking_uri()):
+            tracking.current_client().set_tag(result.run_id, MODEL_TAG, datafiles.md5(out / "fit.json"))
         log_summary(result, config.experiment_name)
 
 
