@@ -14,6 +14,7 @@ from matplotlib.figure import Figure
 from omegaconf import OmegaConf
 
 from src import datafiles, plots, tracking
+from src.config import flatten
 
 log = logging.getLogger(__name__)
 
@@ -33,7 +34,7 @@ def record(name: str, cfg, report: Mapping, figures: Mapping[str, Figure], backe
     tags = tracking.run_tags(backend=backend, device="cpu")
     with tracking.store_errors(uri), tracking.tracked_run(client, experiment_id, name, tags) as run_id:
         numbers = {k: v for k, v in report.items() if isinstance(v, Real) and not isinstance(v, bool)}
-        tracking.log_params_and_history(client, run_id, tracking.flatten(params), history={}, final=numbers)
+        tracking.log_params_and_history(client, run_id, flatten(params), history={}, final=numbers)
         for filename in ("report.json", "report.md", *figures):
             client.log_artifact(run_id, str(output_dir / filename))
     log.info("%s: report in %s, MLflow run %s in experiment '%s'", name, output_dir / "report.md", run_id, name)
@@ -42,6 +43,6 @@ def record(name: str, cfg, report: Mapping, figures: Mapping[str, Figure], backe
 
 def _markdown(name: str, report: Mapping) -> str:
     lines = [f"# {name}", "", "| quantity | value |", "| --- | --- |"]
-    for key, value in tracking.flatten(report).items():
+    for key, value in flatten(report).items():
         lines.append(f"| {key} | {json.dumps(value) if not isinstance(value, str) else value} |")
     return "\n".join(lines) + "\n"

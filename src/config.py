@@ -8,6 +8,7 @@ The schema is applied by merging, not through the defaults list, because DVC com
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from enum import Enum
 
@@ -135,3 +136,15 @@ def _check_ranges(config: TrainConfig) -> None:
     for key, ok, problem in checks:
         if not ok:
             raise ConfigError(f"config key '{key}': {problem}")
+
+
+def flatten(tree: Mapping, prefix: str = "") -> dict[str, object]:
+    """{'data': {'n': 100}} -> {'data.n': 100}."""
+    flat: dict[str, object] = {}
+    for key, value in tree.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, Mapping):
+            flat.update(flatten(value, prefix=f"{name}."))
+        else:
+            flat[name] = value
+    return flat

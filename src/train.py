@@ -24,7 +24,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from src import datafiles, plots, problem, tracking
 from src.backends import History, load_fit, resolve_device
-from src.config import Objective, TrainConfig, load_config
+from src.config import Objective, TrainConfig, flatten, load_config
 from src.errors import ConfigError, TrainingDiverged, clean_exit
 from src.sweep import sweep_tags
 
@@ -102,7 +102,7 @@ def train(
         tracking.log_params_and_history(
             client,
             run_id,
-            params={**tracking.flatten(resolved), "lr_bound": bound},
+            params={**flatten(resolved), "lr_bound": bound},
             history={"loss": history.loss, "w": history.w, "b": history.b},
             # A diverged run has no final model: its last parameters are the ones whose loss overflowed.
             final={} if history.diverged else {"final_loss": final_loss, "final_w": w, "final_b": b},

@@ -7,7 +7,7 @@ import torch
 from hydra.errors import ConfigCompositionException, MissingConfigException
 
 from src.backends import resolve_device
-from src.config import Backend, Device, DType, Stream, load_config
+from src.config import Backend, Device, DType, Stream, flatten, load_config
 from src.errors import ConfigError
 from tests.conftest import CONF, compose_config, run_cli
 
@@ -125,3 +125,11 @@ def test_cli_cuda_without_a_gpu_is_a_config_error(tmp_path: Path, tracking_env):
     assert "error: config key 'device': device=cuda was asked for, but" in done.stderr
     assert "not compiled with CUDA" not in done.stderr
     assert not (tmp_path / "mlflow.db").exists()
+
+
+def test_flatten_joins_nested_keys():
+    assert flatten({"lr": 0.1, "data": {"n": 3, "x": {"min": -1}}}) == {
+        "lr": 0.1,
+        "data.n": 3,
+        "data.x.min": -1,
+    }

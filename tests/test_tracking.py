@@ -21,14 +21,6 @@ def test_environment_overrides_the_store(monkeypatch):
     assert tracking.tracking_uri() == "http://127.0.0.1:5999"
 
 
-def test_flatten_joins_nested_keys():
-    assert tracking.flatten({"lr": 0.1, "data": {"n": 3, "x": {"min": -1}}}) == {
-        "lr": 0.1,
-        "data.n": 3,
-        "data.x.min": -1,
-    }
-
-
 @pytest.fixture
 def store(tmp_path):
     uri = f"sqlite:///{tmp_path / 'sub' / 'mlflow.db'}"

@@ -1,0 +1,129 @@
+"""DVC stage `params`: keep `params.yaml`, which every other stage reads, in step with `conf/`.
+
+DVC composes `conf/` into `params.yaml` only for `dvc exp run`; a plain `dvc repro` reads
+whatever `params.yaml` holds. This stage comes first and runs whenever `conf/` or
+`params.yaml` changed since the last run. It settles which of the two holds the values:
+
+- under `dvc exp run`, DVC has just composed `params.yaml` from `conf/` and the `-S`
+  overrides: it is used as it is;
+- `conf/` edited, `params.yaml` as committed: `params.yaml` is stale, and is composed
+  afresh from `conf/`; the keys that change are printed;
+- `params.yaml` changed (by `dvc exp apply`, a finished `dvc exp run`, or by hand), `conf/`
+  as committed: its values are deliberate; they are used, and the keys that differ from
+  `conf/` are printed;
+- both changed, and they disagree: the stage stops before any other stage runs, naming
+  the keys and the commands that settle it.
+
+Git tells "as committed" from "changed". `--reset` composes `params.yaml` from `conf/` on
+purpose (`make params`), printing the values it replaces.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import subprocess
+from pathlib import Path
+
+import yaml
+from omegaconf import OmegaConf
+
+from src import datafiles
+from src.config import flatten
+from src.errors import ConfigError
+from src.stages import load_params, stage_errors
+
+log = logging.getLogger(__name__)
+
+
+def compose(conf_dir: Path) -> str:
+    """`conf/config.yaml` composed and resolved, as the YAML text that `dvc exp run` writes."""
+    from hydra import compose as hydra_compose
+    from hydra import initialize_config_dir
+
+    with initialize_config_dir(str(Path(conf_dir).resolve()), version_base=None):
+        cfg = hydra_compose(config_name="config")
+    OmegaConf.resolve(cfg)
+    return OmegaConf.to_yaml(cfg)
+
+
+def differences(params: dict, conf: dict) -> list[str]:
+    """'key (params.yaml A, conf/ B)' for every key whose value differs, in key order."""
+    a, b = flatten(params), flatten(conf)
+    missing = object()
+    return [
+        f"{key} (params.yaml {a.get(key, 'unset')}, conf/ {b.get(key, 'unset')})"
+        for key in sorted(a.keys() | b.keys())
+        if a.get(key, missing) != b.get(key, missing)
+    ]
+
+
+def changed_since_commit(path: Path) -> bool | None:
+    """Whether `path` differs from git's HEAD (untracked files count); None outside a git repository."""
+    try:
+        done = subprocess.run(
+            ["git", "status", "--porcelain", "--", path.name],
+            cwd=path.parent,
+            capture_output=True,
+            text=True,
+            check=True,
+        )
+    except (OSError, subprocess.CalledProcessError):
+        return None
+    return bool(done.stdout.strip())
+
+
+def reconcile(params_path: Path, conf_dir: Path, in_experiment: bool) -> str:
+    """Bring `params_path` in step with `conf_dir` (see the module's doc); return what was done.
+
+    Raises ConfigError when both changed and disagree.
+    """
+    composed = compose(conf_dir)
+    if not params_path.is_file():
+        datafiles.write_text(params_path, composed)
+        return f"{params_path}: composed from {conf_dir}/"
+    current = yaml.safe_load(params_path.read_text())
+    differ = differences(current if isinstance(current, dict) else {}, yaml.safe_load(composed))
+    if not differ:
+        return f"{params_path}: in step with {conf_dir}/"
+    if in_experiment:
+        return f"{params_path}: as `dvc exp run` composed it: {'; '.join(differ)}"
+    conf_changed, params_changed = changed_since_commit(conf_dir), changed_since_commit(params_path)
+    if params_changed is False:
+        datafiles.write_text(params_path, composed)
+        return f"{params_path}: recomposed from the edited {conf_dir}/: {'; '.join(differ)}"
+    if conf_changed is False:
+        return f"{params_path}: keeps its own values, which differ from {conf_dir}/: {'; '.join(differ)}"
+    raise ConfigError(
+        f"{params_path} and {conf_dir}/ both changed and disagree on {'; '.join(differ)}; "
+        f"run `make params` to take {conf_dir}/ (dropping params.yaml's values), "
+        f"or `dvc exp run -S key=value` to compose {conf_dir}/ with the values to keep"
+    )
+
+
+def reset(params_path: Path, conf_dir: Path) -> str:
+    """Compose `params_path` from `conf_dir`, whatever it held; return what changed."""
+    composed = compose(conf_dir)
+    previous = yaml.safe_load(params_path.read_text()) if params_path.is_file() else {}
+    differ = differences(previous if isinstance(previous, dict) else {}, yaml.safe_load(composed))
+    datafiles.write_text(params_path, composed)
+    return f"{params_path}: composed from {conf_dir}/" + (f", replacing {'; '.join(differ)}" if differ else "")
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--params", default="params.yaml", type=Path)
+    parser.add_argument("--conf", default="conf", type=Path)
+    parser.add_argument("--reset", action="store_true", help="compose params.yaml from conf/, replacing its values")
+    args = parser.parse_args(argv)
+    with stage_errors():
+        if args.reset:
+            log.info("%s", reset(args.params, args.conf))
+        else:
+            log.info("%s", reconcile(args.params, args.conf, in_experiment="DVC_EXP_NAME" in os.environ))
+        load_params(args.params)  # the schema's one-line error, before any other stage runs
+
+
+if __name__ == "__main__":
+    main()
