@@ -10,6 +10,7 @@ from __future__ import annotations
 import fcntl
 import logging
 import os
+import platform
 import sqlite3
 import subprocess
 import time
@@ -25,6 +26,7 @@ from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 from sqlalchemy.exc import SQLAlchemyError
 
+from src import datafiles
 from src.errors import TrackingError
 
 CODE_ROOT = Path(__file__).resolve().parents[1]
@@ -177,8 +179,22 @@ def tracked_run(client: MlflowClient, experiment_id: str, run_name: str, tags: M
         client.set_terminated(run_id, RunStatus.to_string(status))
 
 
+def latest_run_tagged(client: MlflowClient, experiment_name: str, key: str, value: str) -> str | None:
+    """The id of the newest run in `experiment_name` whose tag `key` is `value`, or None."""
+    experiment = client.get_experiment_by_name(experiment_name)
+    if experiment is None:
+        return None
+    runs = client.search_runs(
+        [experiment.experiment_id],
+        filter_string=f"tags.`{key}` = '{value}'",
+        order_by=["attributes.start_time DESC"],
+        max_results=1,
+    )
+    return runs[0].info.run_id if runs else None
+
+
 def run_tags(backend: str, device: str) -> dict[str, str]:
-    """Provenance: the git state of the project and the versions that did the math."""
+    """Provenance: the git state of the project, the locked packages, and the machine that did the math."""
     commit, dirty = _git_state(CODE_ROOT)  # the code that ran, which in a DVC temp run is the copy
     return {
         "git_commit": commit,
@@ -187,30 +203,56 @@ def run_tags(backend: str, device: str) -> dict[str, str]:
         "device": device,
         "numpy_version": metadata.version("numpy"),
         "torch_version": metadata.version("torch"),
+        "requirements_md5": _md5_or_unknown(CODE_ROOT / "requirements.lock"),
+        "cpu": _cpu_model(),
+        "blas": _blas(),
     }
 
 
+# Files the pipeline writes after training, from its results: they differ from the commit
+# whenever a result does, but no result depends on them, so they do not make a run "dirty".
+# (params.yaml is written by the `params` stage too, but every result depends on it.)
+PIPELINE_RESULTS = ("dvc.lock", "metrics.json")
+
+
 def _git_state(root: Path) -> tuple[str, bool]:
+    """The commit at HEAD, and whether any file that can change a result differs from it."""
+
     def git(*args: str) -> str:
         done = subprocess.run(["git", *args], cwd=root, capture_output=True, text=True, check=True)
-        return done.stdout.strip()
+        return done.stdout
 
     try:
-        return git("rev-parse", "HEAD"), bool(git("status", "--porcelain"))
+        commit = git("rev-parse", "HEAD").strip()
+        changed = git("status", "--porcelain", "--untracked-files=all").splitlines()
     except (OSError, subprocess.CalledProcessError):
         return "unknown", True
+    return commit, any(line[3:].strip('"') not in PIPELINE_RESULTS for line in changed)
 
 
-def flatten(tree: Mapping, prefix: str = "") -> dict[str, object]:
-    """{'data': {'n': 100}} -> {'data.n': 100}."""
-    flat: dict[str, object] = {}
-    for key, value in tree.items():
-        name = f"{prefix}{key}"
-        if isinstance(value, Mapping):
-            flat.update(flatten(value, prefix=f"{name}."))
-        else:
-            flat[name] = value
-    return flat
+def _md5_or_unknown(path: Path) -> str:
+    try:
+        return datafiles.md5(path)
+    except OSError:
+        return "unknown"
+
+
+def _cpu_model() -> str:
+    """The CPU's model name, as Linux reports it: the numpy backend's bits may depend on nothing
+    else, and a BLAS kernel's do."""
+    try:
+        with open("/proc/cpuinfo") as cpuinfo:
+            return next((line.split(":", 1)[1].strip() for line in cpuinfo if line.startswith("model name")), "unknown")
+    except OSError:
+        return platform.processor() or "unknown"
+
+
+def _blas() -> str:
+    """The BLAS library numpy loaded, its version and the kernel it chose for this CPU."""
+    from threadpoolctl import threadpool_info
+
+    found = [i for i in threadpool_info() if i.get("user_api") == "blas"]
+    return "; ".join(f"{i['internal_api']} {i['version']} {i.get('architecture', '')}".strip() for i in found) or "none"
 
 
 def log_params_and_history(
