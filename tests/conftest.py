@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import os
+import re
+import shutil
 import signal
 import socket
 import subprocess
@@ -95,3 +97,58 @@ def rest(url: str, path: str, body: dict | None = None) -> dict:
     request = urllib.request.Request(f"{url}{path}", data=data, headers={"Content-Type": "application/json"})
     with urllib.request.urlopen(request, timeout=30) as response:
         return json.load(response)
+
+
+# A git repository made from the project's files, and real `dvc` in it.
+
+BIN = Path(sys.executable).parent
+
+
+def _project_files() -> list[str]:
+    listed = subprocess.run(
+        ["git", "ls-files", "--cached", "--others", "--exclude-standard"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.split()
+    results = {"dvc.lock", "metrics.json"}  # a fresh copy starts without results
+    return [f for f in listed if f not in results and (ROOT / f).is_file()]
+
+
+@pytest.fixture
+def repo(tmp_path) -> Path:
+    """A git repository holding the project's files, with one commit, as a fresh clone has."""
+    repo = tmp_path / "repo"
+    for name in _project_files():
+        (repo / name).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(ROOT / name, repo / name)
+    for command in (["init", "-q"], ["add", "-A"], ["commit", "-qm", "project"]):
+        subprocess.run(["git", *command], cwd=repo, check=True, capture_output=True)
+    return repo
+
+
+def run_dvc(repo: Path, *args: str) -> subprocess.CompletedProcess:
+    env = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}  # the project's own store
+    env["PATH"] = f"{BIN}{os.pathsep}{env['PATH']}"  # stage commands run this environment's python
+    return subprocess.run([str(BIN / "dvc"), *args], cwd=repo, env=env, capture_output=True, text=True, timeout=600)
+
+
+def dvc(repo: Path, *args: str) -> str:
+    done = run_dvc(repo, *args)
+    assert done.returncode == 0, f"dvc {' '.join(args)} failed:\n{done.stdout}\n{done.stderr}"
+    return done.stdout + done.stderr
+
+
+def stages_run(output: str) -> list[str]:
+    """The stages that a `dvc repro` printed as run, in order."""
+    return re.findall(r"Running stage '(\w+)'", output)
+
+
+def runs(repo: Path):
+    """A client for the repository's MLflow store, and its runs, oldest first."""
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(f"sqlite:///{repo / 'mlflow.db'}")
+    experiment = client.get_experiment_by_name("autograd-fit")
+    return client, client.search_runs([experiment.experiment_id], order_by=["attributes.start_time ASC"])

@@ -1,69 +1,17 @@
 """The DVC pipeline, with real `dvc` in a temporary git repository made from the project's files."""
 
 import json
-import os
 import re
-import shutil
 import subprocess
-import sys
 import time
 from pathlib import Path
 
 import numpy as np
 import pytest
 import yaml
-from mlflow.tracking import MlflowClient
 from omegaconf import OmegaConf
 
-from tests.conftest import ROOT, compose_config
-
-BIN = Path(sys.executable).parent
-
-
-def _project_files() -> list[str]:
-    listed = subprocess.run(
-        ["git", "ls-files", "--cached", "--others", "--exclude-standard"],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        check=True,
-    ).stdout.split()
-    results = {"dvc.lock", "metrics.json"}  # a fresh copy starts without results
-    return [f for f in listed if f not in results and (ROOT / f).is_file()]
-
-
-@pytest.fixture
-def repo(tmp_path) -> Path:
-    """A git repository holding the project's files, with one commit, as a fresh clone has."""
-    repo = tmp_path / "repo"
-    for name in _project_files():
-        (repo / name).parent.mkdir(parents=True, exist_ok=True)
-        shutil.copy2(ROOT / name, repo / name)
-    for command in (["init", "-q"], ["add", "-A"], ["commit", "-qm", "project"]):
-        subprocess.run(["git", *command], cwd=repo, check=True, capture_output=True)
-    return repo
-
-
-def run_dvc(repo: Path, *args: str) -> subprocess.CompletedProcess:
-    env = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}  # the project's own store
-    env["PATH"] = f"{BIN}{os.pathsep}{env['PATH']}"  # stage commands run this environment's python
-    return subprocess.run([str(BIN / "dvc"), *args], cwd=repo, env=env, capture_output=True, text=True, timeout=600)
-
-
-def dvc(repo: Path, *args: str) -> str:
-    done = run_dvc(repo, *args)
-    assert done.returncode == 0, f"dvc {' '.join(args)} failed:\n{done.stdout}\n{done.stderr}"
-    return done.stdout + done.stderr
-
-
-def stages_run(output: str) -> list[str]:
-    return re.findall(r"Running stage '(\w+)'", output)
-
-
-def runs(repo: Path):
-    client = MlflowClient(f"sqlite:///{repo / 'mlflow.db'}")
-    experiment = client.get_experiment_by_name("autograd-fit")
-    return client, client.search_runs([experiment.experiment_id], order_by=["attributes.start_time ASC"])
+from tests.conftest import ROOT, compose_config, dvc, run_dvc, runs, stages_run
 
 
 def test_params_yaml_is_the_composition_of_conf():
@@ -74,13 +22,13 @@ def test_params_yaml_is_the_composition_of_conf():
 
 @pytest.mark.slow
 def test_repro_runs_what_changed_and_logs_one_run_per_training(repo):
-    assert stages_run(dvc(repo, "repro")) == ["generate", "train", "evaluate"]
+    assert stages_run(dvc(repo, "repro")) == ["params", "generate", "train", "evaluate"]
     assert stages_run(dvc(repo, "repro")) == []
 
     params = yaml.safe_load((repo / "params.yaml").read_text())
     params["lr"] = 0.005
     (repo / "params.yaml").write_text(yaml.safe_dump(params))
-    assert stages_run(dvc(repo, "repro")) == ["train", "evaluate"]
+    assert stages_run(dvc(repo, "repro")) == ["params", "train", "evaluate"]
 
     client, (first, second) = runs(repo)
     assert [first.data.params["lr"], second.data.params["lr"]] == ["0.001", "0.005"]
