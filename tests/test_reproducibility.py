@@ -171,3 +171,24 @@ def test_a_deleted_or_merged_lock_is_recovered_by_repro(repo):
     merged_lock = (repo / "dvc.lock").read_text()
     dvc(repo, "repro", "--force")  # what a run from nothing gives
     assert (repo / "dvc.lock").read_text() == merged_lock
+
+
+def test_verify_reports_reproduced_outputs_and_names_a_stale_lock(repo):
+    dvc(repo, "repro")
+    commit_all(repo, "results")
+    verify = [sys.executable, "-m", "src.verify"]
+    done = subprocess.run(verify, cwd=repo, capture_output=True, text=True)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "reproduced: 9 outputs identical" in done.stdout
+
+    # A commit whose lock does not match its code.
+    lock = yaml.safe_load((repo / "dvc.lock").read_text())
+    [metrics] = [o for o in lock["stages"]["evaluate"]["outs"] if o["path"] == "metrics.json"]
+    recorded = metrics["md5"]
+    metrics["md5"] = "0" * 32
+    (repo / "dvc.lock").write_text(yaml.safe_dump(lock, sort_keys=False))
+    commit_all(repo, "a lock that does not match")
+    done = subprocess.run(verify, cwd=repo, capture_output=True, text=True)
+    assert done.returncode == 1
+    assert "NOT reproduced: 1 of" in done.stdout
+    assert f"out metrics.json: committed {'0' * 32}, reproduced {recorded}" in done.stdout
