@@ -32,7 +32,7 @@ def record(name: str, cfg, report: Mapping, figures: Mapping[str, Figure], backe
     uri = tracking.tracking_uri()
     client, experiment_id = tracking.open_experiment(uri, name)
     tags = tracking.run_tags(backend=backend, device="cpu")
-    with tracking.store_errors(uri), tracking.tracked_run(client, experiment_id, name, tags) as run_id:
+    with tracking.store_errors(uri), tracking.tracked_run(experiment_id, name, tags) as run_id:
         numbers = {k: v for k, v in report.items() if isinstance(v, Real) and not isinstance(v, bool)}
         tracking.log_params_and_history(client, run_id, flatten(params), history={}, final=numbers)
         for filename in ("report.json", "report.md", *figures):

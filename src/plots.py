@@ -86,6 +86,11 @@ def save(fig: Figure, path) -> None:
     """Write `fig` to `path` (format from its suffix) atomically, and free it."""
     with atomic_path(path) as tmp:
         fig.savefig(tmp, dpi=100, format=Path(path).suffix.lstrip("."))
+    close(fig)
+
+
+def close(fig: Figure) -> None:
+    """Free `fig`'s memory in pyplot."""
     plt.close(fig)
 
 

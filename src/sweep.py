@@ -3,10 +3,11 @@
 `MlflowSweepCallback` is listed under `hydra.callbacks` in conf/config.yaml, so it is active
 for every launcher. When a sweep starts it opens the store (creating a fresh database once,
 before any job can race for it) and a parent run, and hands the parent's id to the jobs
-through the environment, which every launcher passes on to its workers. Each job's run is
-tagged `mlflow.parentRunId`, which is how `mlflow ui` nests runs. When the sweep ends the
-parent gets a summary: the best job, a table of final losses, and final loss against lr
-for each backend. A sweep that dies still closes its parent run, as FAILED.
+through the environment, which every launcher passes on to its workers. Each job starts its
+run with `mlflow.start_run(parent_run_id=...)`, which is how `mlflow ui` nests runs. When the
+sweep ends the parent gets a summary: the best job, a table of final losses, and final loss
+against lr for each backend; the best job's model is registered under the experiment's name
+with the alias `best`. A sweep that dies still closes its parent run, as FAILED.
 """
 
 from __future__ import annotations
@@ -15,15 +16,13 @@ import atexit
 import logging
 import math
 import os
-import tempfile
 import time
 from collections.abc import Mapping
-from pathlib import Path
 
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig
 
-from src import datafiles, plots, tracking
+from src import plots, tracking
 
 PARENT_RUN_ENV = "SWEEP_PARENT_RUN_ID"
 TABLE_COLUMNS = ("job", "backend", "lr", "seed", "status", "final_loss", "objective", "run_id")
@@ -33,10 +32,9 @@ OBJECTIVE_METRIC = {"train_loss": "final_loss", "test_mse": "test_mse"}
 log = logging.getLogger(__name__)
 
 
-def sweep_tags() -> dict[str, str]:
-    """The tag that nests a job's run under its sweep's parent run, inside a sweep."""
-    parent = os.environ.get(PARENT_RUN_ENV)
-    return {"mlflow.parentRunId": parent} if parent else {}
+def sweep_parent() -> str | None:
+    """The id of the sweep's parent run, inside a sweep's job; else None."""
+    return os.environ.get(PARENT_RUN_ENV) or None
 
 
 def summarize(rows: list[Mapping]) -> dict:
@@ -56,11 +54,13 @@ class MlflowSweepCallback(Callback):
     def __init__(self) -> None:
         self._client = None
         self._parent: str | None = None
+        self._experiment_name = ""
 
     def on_multirun_start(self, config: DictConfig, **kwargs) -> None:
         client, experiment_id = tracking.open_experiment(tracking.tracking_uri(), config.experiment_name)
+        self._experiment_name = config.experiment_name
         name = f"sweep-{time.strftime('%Y%m%d-%H%M%S')}"
-        tags = {**tracking.run_tags("sweep", "-"), "sweep": "true"}
+        tags = tracking.standard_tags({**tracking.run_tags("sweep", "-"), "sweep": "true"})
         self._client, self._parent = client, client.create_run(experiment_id, run_name=name, tags=tags).info.run_id
         os.environ[PARENT_RUN_ENV] = self._parent
         atexit.register(self._close, "FAILED")  # runs only if the sweep never reaches on_multirun_end
@@ -78,6 +78,8 @@ class MlflowSweepCallback(Callback):
             rows = self._children(parent, objective_metric)
             summary = summarize(rows)
             self._log_summary(parent, rows, summary)
+            if summary["best"]:
+                summary["version"] = tracking.register_model(summary["best"]["run_id"], self._experiment_name)
             if summary["finished"] == 0:
                 status = "FAILED"
         finally:
@@ -87,6 +89,10 @@ class MlflowSweepCallback(Callback):
             log.info("sweep: %d/%d jobs finished; best: job %s, backend %s, lr %s, %s %.6g",
                      summary["finished"], summary["jobs"], best["job"], best["backend"], best["lr"],
                      objective_metric, best["objective"])  # fmt: skip
+            log.info("best model: models:/%s@best (version %s)", self._experiment_name, summary["version"])
+        experiment_id = self._client.get_run(parent).info.experiment_id
+        log.info("sweep page: %s  (summary: sweep_summary.md and final_loss_vs_lr.png in its artifacts)",
+                 tracking.run_link(parent, experiment_id))  # fmt: skip
 
     def _children(self, parent: str, objective_metric: str) -> list[dict]:
         runs = self._client.search_runs(
@@ -122,8 +128,7 @@ class MlflowSweepCallback(Callback):
             client.set_tag(parent, "best_run_id", best["run_id"])
             client.set_tag(parent, "best_job", f"job {best['job']}: backend={best['backend']} lr={best['lr']}")
         tracking.log_params_and_history(client, parent, params={}, history={}, final=metrics)
-        with tempfile.TemporaryDirectory() as folder:
-            folder = Path(folder)
-            datafiles.write_text(folder / "sweep_summary.md", _markdown_table(rows))
-            plots.save(plots.plot_sweep(rows), folder / "final_loss_vs_lr.png")
-            client.log_artifacts(parent, str(folder))
+        client.log_text(parent, _markdown_table(rows), "sweep_summary.md")
+        figure = plots.plot_sweep(rows)
+        client.log_figure(parent, figure, "final_loss_vs_lr.png")
+        plots.close(figure)

@@ -15,11 +15,13 @@ import sqlite3
 import subprocess
 import time
 import urllib.request
+import warnings
 from collections.abc import Iterator, Mapping
 from contextlib import closing, contextmanager
 from importlib import metadata
 from pathlib import Path
 
+import mlflow
 import numpy as np
 from mlflow.entities import Metric, Param, RunStatus
 from mlflow.exceptions import MlflowException
@@ -66,10 +68,12 @@ def open_experiment(uri: str, name: str) -> tuple[MlflowClient, str]:
     try:
         if db is None or _experiment_exists(db, name):
             client = MlflowClient(uri)
+            mlflow.set_tracking_uri(uri)  # for the fluent calls: start_run, log_model, register_model
             return client, _get_or_create_experiment(client, name, artifact_location=None)
         db.parent.mkdir(parents=True, exist_ok=True)
         with _exclusive_lock(db.with_name(db.name + ".lock")):
             client = MlflowClient(uri)
+            mlflow.set_tracking_uri(uri)
             artifacts = (db.parent / "mlruns").as_uri()
             return client, _get_or_create_experiment(client, name, artifact_location=artifacts)
     except (*STORE_ERRORS, OSError) as e:  # OSError: the folder or the lock file cannot be made
@@ -148,35 +152,107 @@ def _exclusive_lock(path: Path) -> Iterator[None]:
             fcntl.flock(handle, fcntl.LOCK_UN)
 
 
+# `mlflow ui` opens an experiment of this kind on its runs table, not on the GenAI pages.
+EXPERIMENT_KIND = ("mlflow.experimentKind", "custom_model_development")
+
+
 def _get_or_create_experiment(client: MlflowClient, name: str, artifact_location: str | None) -> str:
     experiment = client.get_experiment_by_name(name)
     if experiment is None:
-        return client.create_experiment(name, artifact_location=artifact_location)
+        return client.create_experiment(name, artifact_location=artifact_location, tags=dict([EXPERIMENT_KIND]))
     if experiment.lifecycle_stage == "deleted":
         raise TrackingError(
             f"MLflow experiment '{name}' is deleted; restore it with "
             f"`mlflow experiments restore --experiment-id {experiment.experiment_id}`, or choose another "
             "name with experiment_name=..."
         )
+    if experiment.tags.get(EXPERIMENT_KIND[0]) != EXPERIMENT_KIND[1]:  # made by an older version
+        client.set_experiment_tag(experiment.experiment_id, *EXPERIMENT_KIND)
     return experiment.experiment_id
 
 
 @contextmanager
-def tracked_run(client: MlflowClient, experiment_id: str, run_name: str, tags: Mapping[str, str]) -> Iterator[str]:
-    """Open an MLflow run and yield its id; it ends FINISHED, KILLED on an interrupt, else FAILED."""
-    run_id = client.create_run(experiment_id, run_name=run_name, tags=dict(tags)).info.run_id
+def tracked_run(
+    experiment_id: str, run_name: str, tags: Mapping[str, str], parent_run_id: str | None = None
+) -> Iterator[str]:
+    """Start an MLflow run (nested under `parent_run_id` when given) and yield its id.
+
+    MLflow's own `start_run` adds its source, user and git tags. The run ends FINISHED,
+    KILLED on an interrupt, else FAILED with the error in its `error` tag.
+    """
+    run = mlflow.start_run(experiment_id=experiment_id, run_name=run_name, tags=dict(tags), parent_run_id=parent_run_id)
     status = RunStatus.FAILED
     try:
-        yield run_id
+        yield run.info.run_id
         status = RunStatus.FINISHED
     except KeyboardInterrupt:
         status = RunStatus.KILLED
         raise
     except Exception as e:
-        client.set_tag(run_id, "error", str(e)[:5000])  # shown on the run's page in `mlflow ui`
+        mlflow.set_tag("error", str(e)[:5000])  # shown on the run's page in `mlflow ui`
         raise
     finally:
-        client.set_terminated(run_id, RunStatus.to_string(status))
+        mlflow.end_run(RunStatus.to_string(status))
+
+
+def standard_tags(tags: Mapping[str, str]) -> dict[str, str]:
+    """`tags` plus MLflow's own source, user and git tags, for a run made with the client API."""
+    from mlflow.tracking.context.registry import resolve_tags
+
+    return resolve_tags(dict(tags))
+
+
+def log_dataset(run_id: str, x: np.ndarray, y: np.ndarray, name: str, context: str, source: str | None) -> None:
+    """(x, y) as one of the run's dataset inputs: its digest, shape and `source` (a DVC path) in the Dataset column."""
+    import mlflow.data
+    from mlflow.entities import DatasetInput, InputTag
+    from mlflow.utils.mlflow_tags import MLFLOW_DATASET_CONTEXT
+
+    with warnings.catch_warnings():  # MLflow 3.17 registers its local-file source twice and says so
+        warnings.simplefilter("ignore", UserWarning)
+        dataset = mlflow.data.from_numpy(x, targets=y, source=source, name=name)
+    entry = DatasetInput(dataset._to_mlflow_entity(), tags=[InputTag(MLFLOW_DATASET_CONTEXT, context)])
+    MlflowClient(tracking_uri()).log_inputs(run_id, datasets=[entry])
+
+
+MODEL_CODE = Path(__file__).with_name("model.py")
+
+
+def log_model(w: float, b: float, x_example: np.ndarray) -> str:
+    """The fit as an MLflow pyfunc model `model` of the active run; returns its models:/ URI.
+
+    The model is `src/model.py`, logged as code, with w and b in its config: loading it needs
+    numpy and mlflow only, not this repository.
+    """
+    import pandas as pd
+    from mlflow.models import infer_signature
+
+    example = pd.DataFrame({"x": np.asarray(x_example, dtype=np.float64)})
+    prediction = w * example["x"].to_numpy() ** 2 + b
+    info = mlflow.pyfunc.log_model(
+        name="model",
+        python_model=str(MODEL_CODE),
+        model_config={"w": float(w), "b": float(b)},
+        signature=infer_signature(example, prediction),
+        input_example=example,
+        pip_requirements=[f"mlflow=={metadata.version('mlflow')}", f"numpy=={metadata.version('numpy')}"],
+    )
+    return info.model_uri
+
+
+def register_model(run_id: str, name: str, alias: str = "best") -> str:
+    """Register run `run_id`'s model under `name` and point `alias` at the new version; return its version."""
+    client = MlflowClient(tracking_uri())
+    version = mlflow.register_model(f"runs:/{run_id}/model", name).version
+    client.set_registered_model_alias(name, alias, version)
+    return str(version)
+
+
+def run_link(run_id: str, experiment_id: str) -> str:
+    """The run's page in `mlflow ui` (or on the tracking server)."""
+    uri = tracking_uri()
+    base = uri.rstrip("/") if uri.startswith(("http://", "https://")) else "http://127.0.0.1:5000"
+    return f"{base}/#/experiments/{experiment_id}/runs/{run_id}"
 
 
 def latest_run_tagged(client: MlflowClient, experiment_name: str, key: str, value: str) -> str | None:

@@ -26,7 +26,7 @@ from src import datafiles, plots, problem, tracking
 from src.backends import History, load_fit, resolve_device
 from src.config import Objective, TrainConfig, flatten, load_config
 from src.errors import ConfigError, TrainingDiverged, clean_exit
-from src.sweep import sweep_tags
+from src.sweep import sweep_parent
 
 log = logging.getLogger(__name__)
 
@@ -34,6 +34,7 @@ log = logging.getLogger(__name__)
 @dataclass(frozen=True)
 class Result:
     run_id: str
+    experiment_id: str
     loss: float
     w: float
     b: float
@@ -71,11 +72,15 @@ def train(
     data: problem.Problem,
     output_dir: Path,
     extra_tags: dict[str, str] | None = None,
+    run_name: str | None = None,
+    data_source: str | None = None,
 ) -> Result:
     """Fit `data` from its start, write the run's files to `output_dir`, and record it all in MLflow.
 
     `config` is the checked config; `resolved` is the same config as a plain dict, which
-    is logged as the run's params and saved as its config.yaml.
+    is logged as the run's params and saved as its config.yaml. The training data is logged
+    as the run's `training` dataset, with `data_source` (its file) as its source, and a
+    finished fit as its pyfunc `model`. Inside a sweep the run is nested under the sweep's.
     """
     backend = config.backend.name.value
     try:
@@ -92,9 +97,10 @@ def train(
     fit = load_fit(backend)
     uri = tracking.tracking_uri()
     client, experiment_id = tracking.open_experiment(uri, config.experiment_name)
-    run_name = f"{backend}-{device}-lr{config.lr:g}-seed{config.seed}"
+    run_name = run_name or f"{backend} lr={config.lr:g} seed={config.seed}"
     tags = {**tracking.run_tags(backend, device), **(extra_tags or {})}
-    with tracking.store_errors(uri), tracking.tracked_run(client, experiment_id, run_name, tags) as run_id:
+    parent = sweep_parent()
+    with tracking.store_errors(uri), tracking.tracked_run(experiment_id, run_name, tags, parent) as run_id:
         history = fit(x, y, w0, b0, lr=config.lr, steps=config.steps, device=device, progress=_progress_bar)
         w, b = (float(history.w[-1]), float(history.b[-1])) if len(history.w) else (w0, b0)
         final_loss = problem.loss(x, y, w, b)
@@ -109,12 +115,21 @@ def train(
         )
         for name in ("loss.png", "fit.png", "config.yaml", "history.csv"):
             client.log_artifact(run_id, str(output_dir / name))
+        tracking.log_dataset(run_id, x, y, name="train", context="training", source=data_source)
+        if not history.diverged:
+            tracking.log_model(w, b, x_example=x[:: max(1, len(x) // 5)][:5])
         if history.diverged:
-            raise TrainingDiverged(
-                f"the loss became non-finite at step {len(history.loss)} with lr={config.lr:g}; "
-                f"gradient descent on this data is stable only for lr < {bound:.6g}; lower lr"
-            )
-    return Result(run_id=run_id, loss=final_loss, w=w, b=b)
+            raise TrainingDiverged(_divergence(len(history.loss), history.loss, final_loss, config.lr, bound))
+    return Result(run_id=run_id, experiment_id=experiment_id, loss=final_loss, w=w, b=b)
+
+
+def _divergence(step: int, loss: np.ndarray, next_loss: float, lr: float, bound: float) -> str:
+    """What stopped a diverging run, for its `error` tag and the console."""
+    if not math.isfinite(next_loss):
+        what = f"the loss became non-finite at step {step}"
+    else:
+        what = f"the loss rose at step {step}, from {loss[-1]:.6g} to {next_loss:.6g}"
+    return f"{what} with lr={lr:g}; gradient descent on this data is stable only for lr < {bound:.6g}; lower lr"
 
 
 def _progress_bar(steps: Iterable[int]) -> Iterable[int]:
@@ -146,15 +161,16 @@ def main(cfg: DictConfig) -> float:
     with clean_exit():
         config = load_config(cfg)
         resolved = OmegaConf.to_container(cfg, resolve=True)
-        tags = {**sweep_tags(), "sweep_job": str(hydra_config.job.num)} if in_sweep else {}
+        tags = {"sweep_job": str(hydra_config.job.num)} if in_sweep else {}
+        name = _sweep_job_name(hydra_config.job.num, hydra_config.overrides.task) if in_sweep else None
         try:
-            result = train(config, resolved, make_problem(config), Path(hydra_config.runtime.output_dir), tags)
+            result = train(config, resolved, make_problem(config), Path(hydra_config.runtime.output_dir), tags, name)
         except TrainingDiverged as e:
             if not in_sweep:
                 raise
             log.error("%s", e)  # one diverging job must not end the sweep; it scores infinitely badly
             return math.inf
-        log_summary(result, config.experiment_name)
+        log_summary(result, config.experiment_name, browse_hint=not in_sweep)
         return held_out_mse(config, result) if config.objective is Objective.test_mse else result.loss
 
 
@@ -169,10 +185,19 @@ def held_out_mse(config: TrainConfig, result: Result) -> float:
     return mse
 
 
-def log_summary(result: Result, experiment_name: str) -> None:
+def _sweep_job_name(job: int, overrides: list[str]) -> str:
+    """A sweep job's run name, what varies first: '#3 lr=0.005 torch' fits the runs table's column."""
+    shown = [o.split("=", 1)[1] if o.startswith("backend=") else o for o in overrides]
+    return " ".join([f"#{job}", *shown])
+
+
+def log_summary(result: Result, experiment_name: str, browse_hint: bool = True) -> None:
     uri = tracking.tracking_uri()
     log.info("final loss %.6g  w %.6f  b %.6f", result.loss, result.w, result.b)
     log.info("MLflow run %s in experiment '%s' at %s", result.run_id, experiment_name, uri)
+    log.info("run page: %s", tracking.run_link(result.run_id, result.experiment_id))
+    if not browse_hint:
+        return
     if uri.startswith("http"):
         log.info("to browse it: open %s", uri)
     elif "MLFLOW_TRACKING_URI" in os.environ:

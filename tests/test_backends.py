@@ -60,17 +60,41 @@ def test_converges_to_least_squares_below_the_bound(backend):
     assert history.b[-1] == pytest.approx(b_star, rel=1e-9)
 
 
+def _next_loss(history, x, y) -> float:
+    """The loss at the last parameters kept: the one that stopped training. Computed here, in float64."""
+    r = history.w[-1].astype(np.float64) * x.astype(np.float64) ** 2 + history.b[-1] - y
+    with np.errstate(over="ignore", invalid="ignore"):
+        return 0.5 * np.sum(r * r)
+
+
 @pytest.mark.parametrize("backend", BACKENDS)
-def test_stops_at_the_first_non_finite_loss(backend):
-    x, y, w0, b0 = _problem()
-    history = load_fit(backend)(x, y, w0, b0, lr=5 * lr_bound(x), steps=5000)
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+@pytest.mark.parametrize("lr_over_bound", [1.02, 5.0])
+def test_stops_at_the_first_rise_above_the_bound(backend, dtype, lr_over_bound):
+    x, y, w0, b0 = _problem(dtype)
+    history = load_fit(backend)(x, y, w0, b0, lr=lr_over_bound * lr_bound(x), steps=5000)
     assert history.diverged
     assert 0 < len(history.loss) < 5000
-    assert np.isfinite(history.loss).all()
-    # The loss of the next step, from the last parameters kept, is the one that overflowed.
-    r = history.w[-1] * x**2 + history.b[-1] - y
-    with np.errstate(over="ignore"):
-        assert not np.isfinite(0.5 * np.dot(r, r))
+    assert np.isfinite(history.loss).all()  # a finite blow-up: nothing overflowed
+    loss = history.loss.astype(np.float64)
+    assert np.all(np.diff(loss) <= 4e-4 * loss[:-1])  # it fell (up to rounding) until the stop ...
+    assert _next_loss(history, x, y) > loss[-1] * 1.0001  # ... where it rose
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_stops_at_an_overflow(backend):
+    x, y, w0, b0 = _problem()
+    history = load_fit(backend)(x, y, w0, b0, lr=1e160, steps=50)
+    assert history.diverged and len(history.loss) == 1
+    assert not np.isfinite(_next_loss(history, x, y))
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_a_converged_float32_fit_is_not_mistaken_for_divergence(backend):
+    x, y, w0, b0 = _problem("float32")
+    # 0.99 of the bound: slow, oscillating convergence, then thousands of steps of rounding noise
+    history = load_fit(backend)(x, y, w0, b0, lr=0.99 * lr_bound(x), steps=20_000)
+    assert not history.diverged and len(history.loss) == 20_000
 
 
 def test_numpy_training_never_imports_torch(tracking_env, tmp_path):

@@ -34,6 +34,7 @@ def test_open_experiment_creates_store_and_artifact_root_beside_it(store):
     experiment = client.get_experiment(experiment_id)
     assert experiment.name == "test-exp"
     assert experiment.artifact_location == (folder / "mlruns").as_uri()
+    assert experiment.tags["mlflow.experimentKind"] == "custom_model_development"  # the UI opens on its runs
     # Opening again finds the same experiment instead of creating a second one.
     assert tracking.open_experiment(f"sqlite:///{folder / 'mlflow.db'}", "test-exp")[1] == experiment_id
 
@@ -45,18 +46,21 @@ def test_open_experiment_creates_store_and_artifact_root_beside_it(store):
 def test_tracked_run_always_ends(store, raised, status):
     client, experiment_id, _ = store
     with pytest.raises(type(raised)) if raised else nullcontext():
-        with tracking.tracked_run(client, experiment_id, "r", {"k": "v"}) as run_id:
+        with tracking.tracked_run(experiment_id, "r", {"k": "v"}) as run_id:
             if raised:
                 raise raised
     run = client.get_run(run_id)
     assert run.info.status == status
     assert run.data.tags["k"] == "v"
+    assert run.data.tags["mlflow.user"] and run.data.tags["mlflow.source.type"] == "LOCAL"  # MLflow's own
+    if raised:
+        assert run.data.tags.get("error") == (str(raised) or None)
 
 
 def test_history_is_logged_step_by_step_in_one_batch(store):
     client, experiment_id, _ = store
     loss = np.linspace(10.0, 1.0, 800)
-    with tracking.tracked_run(client, experiment_id, "r", {}) as run_id:
+    with tracking.tracked_run(experiment_id, "r", {}) as run_id:
         tracking.log_params_and_history(
             client, run_id, {"data.n": 100, "lr": 0.001}, {"loss": loss, "w": -loss}, {"final_loss": 0.5}
         )

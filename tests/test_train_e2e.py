@@ -113,18 +113,23 @@ def test_runs_from_any_folder_land_in_the_project_database_that_mlflow_ui_shows(
 
 def test_lr_above_the_bound_warns_before_training(tmp_path, tracking_env):
     done = run_cli("lr=0.02", "steps=20", cwd=tmp_path, env=tracking_env)
-    assert done.returncode == 0, done.stderr
+    assert done.returncode == 1, done.stderr
     log = done.stdout + done.stderr
     assert "lr=0.02 is at or above the stability bound 2/λ_max = 0.0177621" in log
-    assert log.index("stability bound") < log.index("final loss")
+    assert log.index("stability bound") < log.index("error: the loss rose at step 1,")
 
 
-def test_divergence_stops_at_the_first_non_finite_step_and_fails_the_run(tmp_path, tracking_env):
-    done = run_cli("lr=0.1", cwd=tmp_path, env=tracking_env)
+@pytest.mark.parametrize(
+    "lr,stop",
+    [("0.0181", "the loss rose at step "), ("1e160", "the loss became non-finite at step ")],
+    ids=["just-above-the-bound", "overflow"],
+)
+def test_divergence_stops_the_run_and_fails_it(lr, stop, tmp_path, tracking_env):
+    done = run_cli(f"lr={lr}", cwd=tmp_path, env=tracking_env)
     assert done.returncode == 1
     assert "Traceback" not in done.stderr
     [line] = [ln for ln in done.stderr.splitlines() if ln.startswith("error:")]
-    step = int(line.split("non-finite at step ")[1].split()[0])
+    step = int(line.split(stop)[1].split()[0].rstrip(","))
     assert 0 < step < 800
     assert "stable only for lr < 0.0177621" in line
 

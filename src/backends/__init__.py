@@ -10,6 +10,7 @@ Each backend imports its framework itself, so choosing numpy never imports torch
 from __future__ import annotations
 
 import importlib
+import math
 from typing import NamedTuple
 
 import numpy as np
@@ -20,13 +21,36 @@ class History(NamedTuple):
 
     loss[i] is the loss at the parameters entering step i; w[i] and b[i] are the
     parameters leaving it. When `diverged` is true, the loss of the step after the
-    last entry was not finite and training stopped there.
+    last entry was not finite, or had risen (see `rise_limit`), and training stopped there.
     """
 
     loss: np.ndarray
     w: np.ndarray
     b: np.ndarray
     diverged: bool
+
+
+def rise_limit(y: np.ndarray) -> tuple[float, float]:
+    """(rel, floor): a step's loss has *risen* when it exceeds the previous loss L by more than
+    rel·L + floor.
+
+    Below the stability bound, gradient descent on this quadratic lowers the loss at every
+    step, so a rise proves divergence, and stopping there beats waiting for an overflow. Only
+    rounding can make a converging loss tick up: by a few ε relative to L, plus a few ε of the
+    problem's scale, 0.5·Σy² (the loss at w = b = 0), which dominates as L nears 0. The limit
+    is far above both (rel = √ε: 1.5e-8 in float64, 3.5e-4 in float32), and a real divergence,
+    which grows geometrically, crosses it within a few steps.
+    """
+    eps = float(np.finfo(y.dtype).eps)
+    return math.sqrt(eps), 16 * eps * 0.5 * float(np.sum(np.square(y, dtype=np.float64)))
+
+
+def first_bad_step(loss: np.ndarray, rel: float, floor: float) -> int:
+    """The index of the first loss that is not finite or has risen over the one before it; len(loss) if none."""
+    with np.errstate(over="ignore", invalid="ignore"):
+        bad = ~np.isfinite(loss)
+        bad[1:] |= loss[1:] > loss[:-1] * (1 + rel) + floor
+    return int(np.argmax(bad)) if bad.any() else len(loss)
 
 
 def load_fit(backend: str):

@@ -12,7 +12,7 @@ from collections.abc import Callable, Iterable
 
 import numpy as np
 
-from src.backends import History
+from src.backends import History, rise_limit
 
 
 def loss_and_grad(x2: np.ndarray, y: np.ndarray, w, b, r: np.ndarray, r_x2: np.ndarray) -> tuple[float, float, float]:
@@ -44,11 +44,14 @@ def fit(
     x2 = x * x
     r, r_x2 = np.empty_like(x), np.empty_like(x)
     history = np.empty((steps, 3), dtype=x.dtype)
+    rel, floor = rise_limit(y)
+    limit = math.inf
     with np.errstate(over="ignore", invalid="ignore"):  # divergence is detected and reported below
         for i in progress(range(steps)) if progress else range(steps):
             loss, grad_w, grad_b = loss_and_grad(x2, y, w, b, r, r_x2)
-            if not math.isfinite(loss):
+            if not loss <= limit:  # risen, or not finite (NaN compares false)
                 return _history(history[:i], diverged=True)
+            limit = loss * (1 + rel) + floor
             w -= lr * grad_w
             b -= lr * grad_b
             history[i] = loss, w, b

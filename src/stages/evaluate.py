@@ -109,6 +109,7 @@ def main(argv: list[str] | None = None) -> None:
         with tracking.store_errors(tracking.tracking_uri()):
             client = tracking.current_client()
             tracking.log_params_and_history(client, run_id, params={}, history={}, final=metrics)
+            tracking.log_dataset(run_id, x_test, y_test, name="test", context="evaluation", source=args.test)
             for name in ("loss.csv", "loss.png", "fit.png"):
                 client.log_artifact(run_id, str(out / name), artifact_path="evaluation")
             client.log_artifact(run_id, args.metrics, artifact_path="evaluation")

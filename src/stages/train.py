@@ -9,6 +9,7 @@ tagged with the digest of `fit.json` instead (`model_md5`), which is how `evalua
 from __future__ import annotations
 
 import argparse
+import logging
 import os
 from pathlib import Path
 
@@ -41,10 +42,12 @@ def main(argv: list[str] | None = None) -> None:
         dtype = config.dtype.value
         data = problem.Problem(x.astype(dtype), y.astype(dtype), float(start["w0"]), float(start["b0"]))
         out = Path(args.out)
-        result = train(config, resolved, data, out, extra_tags=provenance(args.train))
+        result = train(config, resolved, data, out, extra_tags=provenance(args.train), data_source=args.train)
         datafiles.write_json(out / "fit.json", {"w": result.w, "b": result.b, "final_loss": result.loss})
         with tracking.store_errors(tracking.tracking_uri()):
             tracking.current_client().set_tag(result.run_id, MODEL_TAG, datafiles.md5(out / "fit.json"))
+            version = tracking.register_model(result.run_id, config.experiment_name)
+        logging.getLogger(__name__).info("registered as models:/%s@best (version %s)", config.experiment_name, version)
         log_summary(result, config.experiment_name)
 
 
