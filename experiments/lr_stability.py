@@ -76,7 +76,7 @@ def plot_sweep(report: dict) -> Figure:
     ax.scatter(lr[~ok], shown[~ok], color="tab:red", label="did not converge", zorder=2)
     if (~np.isfinite(final)).any():
         ax.scatter(lr[~np.isfinite(final)], np.full((~np.isfinite(final)).sum(), np.nanmax(shown)), marker="^",
-                   color="tab:red", label="non-finite loss (shown at top)")  # fmt: skip
+                   color="tab:red", label="diverged: stopped, no final loss (shown at top)")  # fmt: skip
     ax.axvline(report["predicted_bound"], color="k", linestyle="--", label=f"2/λ_max = {report['predicted_bound']:.5f}")
     ax.set_yscale("log")
     ax.set_xlabel("learning rate")

@@ -26,6 +26,7 @@ def atomic_path(path: Path) -> Iterator[Path]:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=path.suffix or ".tmp")
+    os.fchmod(fd, 0o666 & ~_umask())  # mkstemp makes 0600; a file renamed into place gets what open() gives
     os.close(fd)
     try:
         yield Path(tmp)
@@ -33,6 +34,12 @@ def atomic_path(path: Path) -> Iterator[Path]:
     finally:
         if os.path.exists(tmp):
             os.remove(tmp)
+
+
+def _umask() -> int:
+    mask = os.umask(0)  # the only way to read it is to set it
+    os.umask(mask)
+    return mask
 
 
 def md5(path: Path) -> str:

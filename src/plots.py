@@ -94,20 +94,40 @@ def close(fig: Figure) -> None:
     plt.close(fig)
 
 
-def plot_sweep(rows: list[dict]) -> Figure:
-    """Final loss against lr, one line per backend, from a sweep's table rows."""
+# Each backend's own marker and line, so that equal values (numpy and torch agree to ~1e-15) stay visible.
+BACKEND_STYLE = {
+    "numpy": {"marker": "o", "linestyle": "-", "markersize": 9, "fillstyle": "none", "color": "tab:blue"},
+    "torch": {"marker": "x", "linestyle": "--", "markersize": 7, "color": "tab:orange"},
+}
+
+
+def plot_sweep(rows: list[dict], metric: str, best: dict | None) -> Figure:
+    """The sweep's objective (`metric`) against lr, one line per backend, from its table rows.
+
+    Jobs that failed or diverged have no objective to plot: they are marked along the top,
+    so they never set the axis. `best`, the best job's row, is circled.
+    """
     fig, ax = plt.subplots(figsize=(6, 4.5))
-    for backend in sorted({r["backend"] for r in rows}):
-        points = sorted((r["lr"], r["final_loss"]) for r in rows if r["backend"] == backend)
-        points = [(lr, loss) for lr, loss in points if np.isfinite(loss)]
-        if points:
-            ax.plot(*zip(*points, strict=True), "o-", label=backend)
+    scored = [r for r in rows if r["status"] == "FINISHED" and np.isfinite(r["objective"])]
+    for backend in sorted({r["backend"] for r in scored}):
+        points = sorted((r["lr"], r["objective"]) for r in scored if r["backend"] == backend)
+        ax.plot(*zip(*points, strict=True), label=backend, **BACKEND_STYLE.get(backend, {"marker": "o"}))
+    if best is not None:
+        label = f"best: job {best['job']} ({best['backend']}, lr={best['lr']:g})"
+        ring = {"markersize": 18, "markerfacecolor": "none", "markeredgecolor": "k", "markeredgewidth": 1.5}
+        ax.plot(best["lr"], best["objective"], "o", label=label, **ring)
+    unscored = [r for r in rows if r not in scored]
+    if unscored:  # at the top edge, in axes coordinates: they have no value to plot
+        along_top = {"transform": ax.get_xaxis_transform(), "clip_on": False, "color": "tab:red", "markersize": 9}
+        lrs = [r["lr"] for r in unscored]
+        ax.plot(lrs, [1.0] * len(lrs), "v", label=f"failed or diverged: {len(unscored)}", **along_top)
     ax.set_xscale("log")
-    ax.set_yscale("log")
+    if scored and min(r["objective"] for r in scored) > 0:
+        ax.set_yscale("log")
     ax.set_xlabel("learning rate")
-    ax.set_ylabel("final loss")
-    ax.set_title(f"sweep: {len(rows)} jobs")
-    if ax.lines:
-        ax.legend()
+    ax.set_ylabel(metric)
+    ax.set_title(f"sweep: {len(rows)} jobs, {len(scored)} scored by {metric}", pad=14)
+    if ax.lines:  # lower left: the loss falls with lr, and failed jobs sit along the top
+        ax.legend(fontsize=8, loc="lower left")
     fig.tight_layout()
     return fig

@@ -77,7 +77,7 @@ class MlflowSweepCallback(Callback):
         try:
             rows = self._children(parent, objective_metric)
             summary = summarize(rows)
-            self._log_summary(parent, rows, summary)
+            self._log_summary(parent, rows, summary, objective_metric)
             if summary["best"]:
                 summary["version"] = tracking.register_model(summary["best"]["run_id"], self._experiment_name)
             if summary["finished"] == 0:
@@ -115,7 +115,7 @@ class MlflowSweepCallback(Callback):
         ]
         return sorted(rows, key=lambda r: r["job"])
 
-    def _log_summary(self, parent: str, rows: list[dict], summary: dict) -> None:
+    def _log_summary(self, parent: str, rows: list[dict], summary: dict, objective_metric: str) -> None:
         client = self._client
         metrics = {"jobs": summary["jobs"], "jobs_finished": summary["finished"]}
         best = summary["best"]
@@ -129,6 +129,6 @@ class MlflowSweepCallback(Callback):
             client.set_tag(parent, "best_job", f"job {best['job']}: backend={best['backend']} lr={best['lr']}")
         tracking.log_params_and_history(client, parent, params={}, history={}, final=metrics)
         client.log_text(parent, _markdown_table(rows), "sweep_summary.md")
-        figure = plots.plot_sweep(rows)
+        figure = plots.plot_sweep(rows, objective_metric, best)
         client.log_figure(parent, figure, "final_loss_vs_lr.png")
         plots.close(figure)

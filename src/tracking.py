@@ -45,9 +45,14 @@ def project_root() -> Path:
     return Path(os.environ.get("DVC_ROOT") or CODE_ROOT).resolve()
 
 
+def default_uri() -> str:
+    """The project's own SQLite store."""
+    return f"sqlite:///{project_root() / 'mlflow.db'}"
+
+
 def tracking_uri() -> str:
     """MLFLOW_TRACKING_URI when set, else the project's own SQLite store."""
-    return os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{project_root() / 'mlflow.db'}"
+    return os.environ.get("MLFLOW_TRACKING_URI") or default_uri()
 
 
 def current_client() -> MlflowClient:
@@ -171,16 +176,37 @@ def _get_or_create_experiment(client: MlflowClient, name: str, artifact_location
     return experiment.experiment_id
 
 
+# System metrics (CPU, memory) cost a sampler thread: worth it only when it records a handful of points.
+SYSTEM_METRICS_MIN_SECONDS = 5.0
+SYSTEM_METRICS_POINTS = 10
+
+
 @contextmanager
 def tracked_run(
-    experiment_id: str, run_name: str, tags: Mapping[str, str], parent_run_id: str | None = None
+    experiment_id: str,
+    run_name: str,
+    tags: Mapping[str, str],
+    parent_run_id: str | None = None,
+    expected_seconds: float = 0.0,
 ) -> Iterator[str]:
     """Start an MLflow run (nested under `parent_run_id` when given) and yield its id.
 
-    MLflow's own `start_run` adds its source, user and git tags. The run ends FINISHED,
-    KILLED on an interrupt, else FAILED with the error in its `error` tag.
+    MLflow's own `start_run` adds its source, user and git tags. A run expected to take
+    `SYSTEM_METRICS_MIN_SECONDS` or more also logs system metrics, sampled often enough for
+    about `SYSTEM_METRICS_POINTS` points. The run ends FINISHED, KILLED on an interrupt, else
+    FAILED with the error in its `error` tag.
     """
-    run = mlflow.start_run(experiment_id=experiment_id, run_name=run_name, tags=dict(tags), parent_run_id=parent_run_id)
+    system_metrics = expected_seconds >= SYSTEM_METRICS_MIN_SECONDS
+    if system_metrics:
+        mlflow.set_system_metrics_sampling_interval(max(1.0, expected_seconds / SYSTEM_METRICS_POINTS))
+        mlflow.set_system_metrics_samples_before_logging(1)
+    run = mlflow.start_run(
+        experiment_id=experiment_id,
+        run_name=run_name,
+        tags=dict(tags),
+        parent_run_id=parent_run_id,
+        log_system_metrics=system_metrics,
+    )
     status = RunStatus.FAILED
     try:
         yield run.info.run_id
@@ -229,6 +255,7 @@ def log_model(w: float, b: float, x_example: np.ndarray) -> str:
 
     example = pd.DataFrame({"x": np.asarray(x_example, dtype=np.float64)})
     prediction = w * example["x"].to_numpy() ** 2 + b
+    logging.getLogger("mlflow.pyfunc").setLevel(logging.WARNING)  # "Validating input example ...", every run
     info = mlflow.pyfunc.log_model(
         name="model",
         python_model=str(MODEL_CODE),

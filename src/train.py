@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import logging
 import math
-import os
 import sys
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -23,7 +22,7 @@ from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
 from src import datafiles, plots, problem, tracking
-from src.backends import History, load_fit, resolve_device
+from src.backends import History, estimated_seconds, load_fit, resolve_device
 from src.config import Objective, TrainConfig, flatten, load_config
 from src.errors import ConfigError, TrainingDiverged, clean_exit
 from src.sweep import sweep_parent
@@ -100,7 +99,8 @@ def train(
     run_name = run_name or f"{backend} lr={config.lr:g} seed={config.seed}"
     tags = {**tracking.run_tags(backend, device), **(extra_tags or {})}
     parent = sweep_parent()
-    with tracking.store_errors(uri), tracking.tracked_run(experiment_id, run_name, tags, parent) as run_id:
+    expected = estimated_seconds(backend, len(x), config.steps)
+    with tracking.store_errors(uri), tracking.tracked_run(experiment_id, run_name, tags, parent, expected) as run_id:
         history = fit(x, y, w0, b0, lr=config.lr, steps=config.steps, device=device, progress=_progress_bar)
         w, b = (float(history.w[-1]), float(history.b[-1])) if len(history.w) else (w0, b0)
         final_loss = problem.loss(x, y, w, b)
@@ -109,7 +109,7 @@ def train(
             client,
             run_id,
             params={**flatten(resolved), "lr_bound": bound},
-            history={"loss": history.loss, "w": history.w, "b": history.b},
+            history={"loss": history.loss, "log10_loss": _log10(history.loss), "w": history.w, "b": history.b},
             # A diverged run has no final model: its last parameters are the ones whose loss overflowed.
             final={} if history.diverged else {"final_loss": final_loss, "final_w": w, "final_b": b},
         )
@@ -121,6 +121,11 @@ def train(
         if history.diverged:
             raise TrainingDiverged(_divergence(len(history.loss), history.loss, final_loss, config.lr, bound))
     return Result(run_id=run_id, experiment_id=experiment_id, loss=final_loss, w=w, b=b)
+
+
+def _log10(loss: np.ndarray) -> np.ndarray:
+    """log10 of the loss, for MLflow's linear-axis charts; a loss of exactly 0 shows as the dtype's smallest."""
+    return np.log10(np.maximum(loss, np.finfo(loss.dtype).tiny))
 
 
 def _divergence(step: int, loss: np.ndarray, next_loss: float, lr: float, bound: float) -> str:
@@ -200,7 +205,7 @@ def log_summary(result: Result, experiment_name: str, browse_hint: bool = True) 
         return
     if uri.startswith("http"):
         log.info("to browse it: open %s", uri)
-    elif "MLFLOW_TRACKING_URI" in os.environ:
+    elif uri != tracking.default_uri():
         log.info("to browse it: mlflow ui --backend-store-uri %s   (then open http://127.0.0.1:5000)", uri)
     else:
         log.info("to browse it: cd %s && mlflow ui   (then open http://127.0.0.1:5000)", tracking.project_root())

@@ -1,5 +1,6 @@
 """Data files: round trips, and a clear error naming the file for each way a file can be bad."""
 
+import os
 import subprocess
 import sys
 
@@ -101,3 +102,14 @@ def test_train_stage_reports_a_bad_data_file_in_one_line(tmp_path):
     assert done.returncode == 1
     assert done.stderr.strip() == "error: train.csv: non-finite value (NaN or inf) in data row 2"
     assert not (tmp_path / "m").exists() and not (tmp_path / "mlflow.db").exists()
+
+
+@pytest.mark.parametrize("umask,mode", [(0o022, 0o644), (0o077, 0o600), (0o002, 0o664)])
+def test_written_files_get_the_mode_the_umask_gives(tmp_path, umask, mode):
+    previous = os.umask(umask)
+    try:
+        datafiles.write_text(tmp_path / "a.txt", "x")
+        (tmp_path / "plain.txt").write_text("x")  # what open() gives, the reference
+    finally:
+        os.umask(previous)
+    assert (tmp_path / "a.txt").stat().st_mode & 0o777 == mode == (tmp_path / "plain.txt").stat().st_mode & 0o777

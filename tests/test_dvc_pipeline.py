@@ -1,6 +1,7 @@
 """The DVC pipeline, with real `dvc` in a temporary git repository made from the project's files."""
 
 import json
+import os
 import re
 import subprocess
 import time
@@ -11,7 +12,7 @@ import pytest
 import yaml
 from omegaconf import OmegaConf
 
-from tests.conftest import ROOT, compose_config, dvc, run_dvc, runs, stages_run
+from tests.conftest import BIN, ROOT, compose_config, dvc, mlflow_service, rest, run_dvc, runs, stages_run
 
 
 def test_params_yaml_is_the_composition_of_conf():
@@ -123,3 +124,43 @@ def test_a_diverging_training_leaves_nothing_dvc_accepts(repo):
     assert "train" in dvc(repo, "status")
     _, [good, failed] = runs(repo)
     assert (good.info.status, failed.info.status) == ("FINISHED", "FAILED")
+
+
+@pytest.mark.slow
+def test_a_pipeline_run_is_complete_in_mlflows_rest_api_and_its_model_serves(repo, tmp_path):
+    dvc(repo, "repro")
+    commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=repo, capture_output=True, text=True).stdout.strip()
+    fit = json.loads((repo / "models" / "fit.json").read_text())
+    store = f"sqlite:///{repo / 'mlflow.db'}"
+    with mlflow_service("server", "--workers", "1", "--backend-store-uri", store, cwd=repo) as url:
+        experiment = rest(url, "/api/2.0/mlflow/experiments/get-by-name?experiment_name=autograd-fit")["experiment"]
+        assert {"key": "mlflow.experimentKind", "value": "custom_model_development"} in experiment["tags"]
+        [found] = rest(url, "/api/2.0/mlflow/runs/search", {"experiment_ids": [experiment["experiment_id"]]})["runs"]
+        run = rest(url, f"/api/2.0/mlflow/runs/get?run_id={found['info']['run_id']}")["run"]
+        tags = {t["key"]: t["value"] for t in run["data"]["tags"]}
+        assert tags["mlflow.source.name"] == str(repo / "src" / "stages" / "train.py")
+        assert tags["mlflow.source.type"] == "LOCAL" and tags["mlflow.user"]
+        assert tags["mlflow.source.git.commit"] == commit
+        inputs = {
+            d["dataset"]["name"]: ({t["value"] for t in d["tags"]}, d["dataset"]["source"])
+            for d in run["inputs"]["dataset_inputs"]
+        }
+        assert inputs.keys() == {"train", "test"}
+        assert inputs["train"][0] == {"training"} and "data/train.csv" in inputs["train"][1]
+        assert inputs["test"][0] == {"evaluation"} and "data/test.csv" in inputs["test"][1]
+        assert len(run["outputs"]["model_outputs"]) == 1  # the logged model
+        alias = rest(url, "/api/2.0/mlflow/registered-models/alias?name=autograd-fit&alias=best")["model_version"]
+        assert alias["run_id"] == run["info"]["run_id"]
+
+    # `mlflow models predict` on the registry alias, as the README shows it
+    (tmp_path / "x.csv").write_text("x\n-1.5\n0\n0.25\n2\n")
+    env = {**os.environ, "MLFLOW_TRACKING_URI": store}
+    done = subprocess.run(
+        [str(BIN / "mlflow"), "models", "predict", "-m", "models:/autograd-fit@best", "-i", str(tmp_path / "x.csv"),
+         "-t", "csv", "--env-manager", "local", "-o", str(tmp_path / "y.json")],
+        cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr[-2000:]
+    predicted = json.loads((tmp_path / "y.json").read_text())["predictions"]
+    x = np.array([-1.5, 0, 0.25, 2])
+    np.testing.assert_array_equal(predicted, fit["w"] * x**2 + fit["b"])

@@ -53,6 +53,14 @@ def test_multirun_nests_every_job_under_one_parent_with_a_summary(tmp_path, trac
     assert by_id[parent.data.tags["best_run_id"]].data.metrics["final_loss"] == lowest  # ties: either backend
     assert parent.data.metrics["jobs"] == 6 and parent.data.metrics["jobs_finished"] == 4
     assert {a.path for a in client.list_artifacts(parent.info.run_id)} == {"sweep_summary.md", "final_loss_vs_lr.png"}
+    # names that tell the jobs apart in the runs table: what varies first
+    assert by_job[3].info.run_name == "#3 lr=0.005 torch"
+    assert len({r.info.run_name[:15] for r in children}) == 6
+    # the best job's model is registered, and the alias names it
+    version = client.get_model_version_by_alias("autograd-fit", "best")
+    assert version.run_id == parent.data.tags["best_run_id"]
+    assert "sweep page: http://127.0.0.1:5000/#/experiments/" in done.stderr + done.stdout
+    assert (done.stdout + done.stderr).count("to browse it") <= 1  # once per sweep, not once per job
 
 
 @pytest.mark.parametrize("launcher", ["joblib", "submitit_local"])

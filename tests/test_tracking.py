@@ -1,5 +1,6 @@
 """The MLflow edge, against a real SQLite store."""
 
+import time
 from contextlib import nullcontext
 from pathlib import Path
 
@@ -80,3 +81,16 @@ def test_run_tags_name_the_code_and_versions():
     assert len(tags["git_commit"]) == 40 or tags["git_commit"] == "unknown"
     assert tags["numpy_version"] == np.__version__
     assert tags["torch_version"].startswith("2.")
+
+
+@pytest.mark.slow
+def test_system_metrics_only_for_runs_expected_to_last(store):
+    client, experiment_id, _ = store
+    with tracking.tracked_run(experiment_id, "long", {}, expected_seconds=tracking.SYSTEM_METRICS_MIN_SECONDS) as long:
+        time.sleep(2.5)  # the sampling interval is 1 s
+    with tracking.tracked_run(experiment_id, "short", {}, expected_seconds=0.5) as short:
+        time.sleep(1.5)
+    long_metrics, short_metrics = (client.get_run(r).data.metrics for r in (long, short))
+    assert "system/cpu_utilization_percentage" in long_metrics
+    assert len(client.get_metric_history(long, "system/cpu_utilization_percentage")) >= 2
+    assert not [k for k in short_metrics if k.startswith("system/")]

@@ -11,7 +11,9 @@ import sys
 import termios
 
 import matplotlib
+import mlflow
 import numpy as np
+import pandas as pd
 import pytest
 from mlflow.tracking import MlflowClient
 
@@ -31,12 +33,38 @@ def _runs(uri):
 
 
 def test_default_run_records_everything(tmp_path, tracking_env):
-    done = run_cli(cwd=tmp_path, env=tracking_env)
+    umask = os.umask(0o022)
+    try:
+        done = run_cli(cwd=tmp_path, env=tracking_env)
+    finally:
+        os.umask(umask)
     assert done.returncode == 0, done.stderr
     client, runs = _runs(tracking_env["MLFLOW_TRACKING_URI"])
     [run] = runs
     assert run.info.status == "FINISHED"
     assert run.info.run_id in done.stdout and "mlflow ui" in done.stdout
+    assert (
+        f"run page: http://127.0.0.1:5000/#/experiments/{run.info.experiment_id}/runs/{run.info.run_id}" in done.stdout
+    )
+    assert run.info.run_name == "numpy lr=0.001 seed=0"
+
+    # MLflow's own tags, which fill the runs table's Source and "Created by" columns
+    tags = run.data.tags
+    assert tags["mlflow.source.name"] == str(ROOT / "src" / "train.py") and tags["mlflow.source.type"] == "LOCAL"
+    assert tags["mlflow.user"] and tags["mlflow.source.git.commit"] == tags["git_commit"]
+    [dataset] = run.inputs.dataset_inputs
+    assert dataset.dataset.name == "train" and [t.value for t in dataset.tags] == ["training"]
+
+    # the model: loadable as pyfunc, and it is w·x² + b with the run's final w and b
+    mlflow.set_tracking_uri(tracking_env["MLFLOW_TRACKING_URI"])
+    model = mlflow.pyfunc.load_model(f"runs:/{run.info.run_id}/model")
+    x_new = np.array([-2.0, -0.3, 0.0, 0.7, 5.0])
+    w_final, b_final = run.data.metrics["final_w"], run.data.metrics["final_b"]
+    np.testing.assert_array_equal(model.predict(pd.DataFrame({"x": x_new})), w_final * x_new**2 + b_final)
+
+    # files are readable by others, as the umask says: none is left 0600 by a temporary file
+    files = [f for f in tmp_path.rglob("*") if f.is_file()]  # outputs/, mlruns/ and the store
+    assert len(files) > 8 and {oct(f.stat().st_mode & 0o777) for f in files} == {"0o644"}
 
     params = run.data.params
     assert params["data.n"] == "100" and params["lr"] == "0.001" and params["backend.name"] == "numpy"
@@ -48,6 +76,8 @@ def test_default_run_records_everything(tmp_path, tracking_env):
     history = {key: client.get_metric_history(run.info.run_id, key) for key in ("loss", "w", "b")}
     assert all([p.step for p in points] == list(range(800)) for points in history.values())
     loss, w, b = (np.array([p.value for p in history[key]]) for key in ("loss", "w", "b"))
+    log10_loss = [p.value for p in client.get_metric_history(run.info.run_id, "log10_loss")]
+    np.testing.assert_allclose(log10_loss, np.log10(loss), rtol=1e-15)
     # Each logged loss is the loss at the previous step's logged parameters, recomputed here.
     x, y, _, _ = make_problem(load_config(compose_config()))
     recomputed = [0.5 * np.sum((w[i - 1] * x**2 + b[i - 1] - y) ** 2) for i in range(1, 800)]

@@ -53,6 +53,16 @@ def first_bad_step(loss: np.ndarray, rel: float, floor: float) -> int:
     return int(np.argmax(bad)) if bad.any() else len(loss)
 
 
+# Seconds per step, fixed plus per point, measured on a 2-core x86-64 machine (README, Performance).
+STEP_COST = {"numpy": (5e-6, 4.5e-9), "torch": (1e-4, 1.6e-8)}
+
+
+def estimated_seconds(backend: str, n: int, steps: int) -> float:
+    """A rough forecast of how long `fit` takes on the CPU: enough to tell seconds from minutes."""
+    fixed, per_point = STEP_COST[backend]
+    return steps * (fixed + per_point * n)
+
+
 def load_fit(backend: str):
     """The `fit` function of the backend named "numpy" or "torch"."""
     return importlib.import_module(f"src.backends.{backend}_gd").fit

@@ -47,8 +47,8 @@ def main(argv: list[str] | None = None) -> None:
         with tracking.store_errors(tracking.tracking_uri()):
             tracking.current_client().set_tag(result.run_id, MODEL_TAG, datafiles.md5(out / "fit.json"))
             version = tracking.register_model(result.run_id, config.experiment_name)
-        logging.getLogger(__name__).info("registered as models:/%s@best (version %s)", config.experiment_name, version)
         log_summary(result, config.experiment_name)
+        logging.getLogger(__name__).info("registered as models:/%s@best (version %s)", config.experiment_name, version)
 
 
 if __name__ == "__main__":
