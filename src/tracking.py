@@ -66,6 +66,7 @@ def open_experiment(uri: str, name: str) -> tuple[MlflowClient, str]:
     A new SQLite file is created, migrated and given the experiment by one process at
     a time: MLflow's schema migration corrupts the file when several processes run it
     at once. Once the experiment exists, processes open the store without waiting.
+    See `_prepare_store` for how a store is created.
     """
     db = _sqlite_path(uri)
     if uri.startswith(("http://", "https://")):
@@ -77,6 +78,7 @@ def open_experiment(uri: str, name: str) -> tuple[MlflowClient, str]:
             return client, _get_or_create_experiment(client, name, artifact_location=None)
         db.parent.mkdir(parents=True, exist_ok=True)
         with _exclusive_lock(db.with_name(db.name + ".lock")):
+            _prepare_store(db)
             client = MlflowClient(uri)
             mlflow.set_tracking_uri(uri)
             artifacts = (db.parent / "mlruns").as_uri()
@@ -106,6 +108,9 @@ def _explain(uri: str, error: Exception) -> str:
     if "file is not a database" in text or "malformed" in text:
         return (f"{uri} is not a usable MLflow database ({cause}); move it aside (e.g. mv mlflow.db "
                 "mlflow.db.broken) and run again to start a fresh store")  # fmt: skip
+    if "disk is full" in text or "No space left" in text:
+        return (f"no space left for the MLflow store {uri} ({cause}); free some space there, or point "
+                "MLFLOW_TRACKING_URI at another disk; no half-written store was left")  # fmt: skip
     if isinstance(error, OSError) or "unable to open database file" in text:
         return (f"cannot create or open the MLflow store {uri} ({cause}); point MLFLOW_TRACKING_URI at a "
                 "writable folder, e.g. sqlite:////absolute/path/mlflow.db")  # fmt: skip
@@ -145,6 +150,54 @@ def _experiment_exists(db: Path, name: str) -> bool:
             return con.execute("SELECT 1 FROM experiments WHERE name = ?", (name,)).fetchone() is not None
     except sqlite3.Error:
         return False  # not initialised yet: take the lock and let MLflow do it
+
+
+def _prepare_store(db: Path) -> None:
+    """Make `db` a complete MLflow store of this MLflow's schema, or say why it cannot be.
+
+    A new store is created and migrated under a temporary name, then renamed into place, so
+    an interrupt or a full disk during the ~1 s of migration leaves no store rather than a
+    half-migrated one, which MLflow could never open again. A store of another schema that
+    holds no run (one half-created by an older version of this code, say) is moved aside and
+    rebuilt; one that holds runs is left alone, with the fix named. Call under the store's lock.
+    """
+    from mlflow.store.db.utils import _get_latest_schema_revision
+
+    head = _get_latest_schema_revision()
+    if db.exists():
+        version, runs = _schema_and_runs(db)
+        if version == head:
+            return
+        if runs:
+            raise TrackingError(
+                f"{db} has MLflow schema {version or 'none'} and {runs} runs, but MLflow "
+                f"{metadata.version('mlflow')} needs schema {head}: back it up, then run "
+                f"`mlflow db upgrade sqlite:///{db}`, or move it aside to start a fresh store"
+            )
+        aside = db.with_name(f"{db.name}.incomplete-{int(time.time())}")
+        os.replace(db, aside)
+        log.warning("%s was an incomplete MLflow store (schema %s, no runs); moved it to %s", db, version, aside.name)
+    building = db.with_name(f".{db.name}.building")
+    building.unlink(missing_ok=True)  # left by a creation that was killed
+    try:
+        from mlflow.store.tracking.sqlalchemy_store import SqlAlchemyStore
+
+        store = SqlAlchemyStore(f"sqlite:///{building}", (db.parent / "mlruns").as_uri())
+        store.engine.dispose()
+        os.replace(building, db)
+    finally:
+        building.unlink(missing_ok=True)
+
+
+def _schema_and_runs(db: Path) -> tuple[str | None, int]:
+    """The alembic schema version of an SQLite store (None when it has none) and how many runs it holds."""
+    with closing(sqlite3.connect(f"file:{db}?mode=ro", uri=True)) as con:
+        tables = {name for (name,) in con.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+        version = (
+            con.execute("SELECT version_num FROM alembic_version").fetchone() if "alembic_version" in tables else None
+        )
+        runs = con.execute("SELECT COUNT(*) FROM runs").fetchone()[0] if "runs" in tables else 0
+    return (version[0] if version else None), runs
 
 
 @contextmanager

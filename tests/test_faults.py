@@ -10,10 +10,12 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import closing
 
+import numpy as np
 import pytest
 from mlflow.tracking import MlflowClient
 
-from tests.conftest import run_cli
+from src import tracking
+from tests.conftest import ROOT, run_cli
 
 pytestmark = pytest.mark.slow
 LONG_RUN = ["data.n=200000", "steps=1000000", "lr=1e-6"]  # minutes of stable training (the bound is ≈ 9e-6)
@@ -114,3 +116,81 @@ def test_sixteen_concurrent_runs_on_a_fresh_database_all_land(tmp_path, tracking
         assert run.info.status == "FINISHED"
         assert len(client.get_metric_history(run.info.run_id, "loss")) == 800
         assert {a.path for a in client.list_artifacts(run.info.run_id)} >= {"loss.png", "fit.png"}
+
+
+CREATE_STORE = """
+import sys
+from src import tracking
+print("ready", flush=True)
+tracking.open_experiment(sys.argv[1], "autograd-fit")
+"""
+
+
+def test_store_creation_interrupted_at_twenty_points_never_leaves_a_broken_store(tmp_path):
+    def start(uri):
+        process = subprocess.Popen(
+            [sys.executable, "-c", CREATE_STORE, uri], cwd=ROOT, stdout=subprocess.PIPE, text=True
+        )
+        assert process.stdout.readline().strip() == "ready"
+        return process
+
+    began = time.monotonic()
+    assert start(f"sqlite:///{tmp_path / 'whole' / 'mlflow.db'}").wait(timeout=120) == 0
+    creation = time.monotonic() - began  # an upper bound: it includes the imports before "ready"
+
+    for point, delay in enumerate(np.linspace(0.0, creation, 20)):
+        db = tmp_path / f"point{point}" / "mlflow.db"
+        process = start(f"sqlite:///{db}")
+        time.sleep(delay)
+        process.send_signal(signal.SIGKILL if point % 2 else signal.SIGINT)  # no unwinding / unwinding
+        process.wait(timeout=60)
+        assert not db.exists() or tracking._schema_and_runs(db)[0] is not None, f"half-made store at {delay:.2f} s"
+        # the next run opens (or creates) it, and can record into it
+        client, experiment_id = tracking.open_experiment(f"sqlite:///{db}", "autograd-fit")
+        run = client.create_run(experiment_id)
+        client.set_terminated(run.info.run_id)
+        assert not list(db.parent.glob(".mlflow.db.building*")), "a temporary store was left behind"
+
+
+def test_a_half_created_store_without_runs_is_rebuilt_and_one_with_runs_is_named(tmp_path):
+    db = tmp_path / "mlflow.db"
+    with closing(sqlite3.connect(db)) as con:  # what an interrupted migration by MLflow itself leaves
+        con.execute("CREATE TABLE experiments (experiment_id INTEGER, name TEXT)")
+        con.execute("CREATE TABLE spans (id INTEGER)")
+        con.commit()
+    client, experiment_id = tracking.open_experiment(f"sqlite:///{db}", "autograd-fit")
+    assert client.get_experiment(experiment_id).name == "autograd-fit"
+    assert len(list(tmp_path.glob("mlflow.db.incomplete-*"))) == 1  # kept, not deleted
+
+    other = tmp_path / "other.db"
+    with closing(sqlite3.connect(other)) as con:
+        con.execute("CREATE TABLE runs (run_uuid TEXT)")
+        con.execute("INSERT INTO runs VALUES ('abc')")
+        con.commit()
+    done = run_cli("steps=5", cwd=tmp_path, env={**_env(), "MLFLOW_TRACKING_URI": f"sqlite:///{other}"})
+    assert done.returncode == 1 and "Traceback" not in done.stderr
+    [line] = [ln for ln in done.stderr.splitlines() if ln.startswith("error:")]
+    assert "has MLflow schema none and 1 runs" in line and "mlflow db upgrade" in line
+
+
+@pytest.fixture
+def full_disk(tmp_path):
+    """A 256 KiB tmpfs: too small for an MLflow store. Needs root; removed after the test."""
+    mount = tmp_path / "full"
+    mount.mkdir()
+    made = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=256k", "tmpfs", str(mount)], capture_output=True)
+    if made.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here: {made.stderr.decode().strip()}")
+    try:
+        yield mount
+    finally:
+        subprocess.run(["umount", str(mount)], check=True)
+
+
+def test_a_full_disk_during_store_creation_is_named_and_leaves_nothing(full_disk, tmp_path):
+    uri = f"sqlite:///{full_disk / 'mlflow.db'}"
+    done = run_cli("steps=5", cwd=tmp_path, env={**_env(), "MLFLOW_TRACKING_URI": uri})
+    assert done.returncode == 1 and "Traceback" not in done.stderr
+    [line] = [ln for ln in done.stderr.splitlines() if ln.startswith("error:")]
+    assert line.startswith(f"error: no space left for the MLflow store {uri}")
+    assert sorted(p.name for p in full_disk.iterdir()) == ["mlflow.db.lock"]
