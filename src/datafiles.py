@@ -16,6 +16,14 @@ import numpy as np
 
 from src.errors import DataFileError
 
+PARTIAL = ".partial-"  # in the name of a file still being written; a killed writer leaves it behind
+
+
+def remove_partial_files(folder: Path) -> None:
+    """Remove what writers killed mid-write left in `folder` (see `atomic_path`)."""
+    for leftover in Path(folder).glob(f".*{PARTIAL}*"):
+        leftover.unlink(missing_ok=True)
+
 
 @contextmanager
 def atomic_path(path: Path) -> Iterator[Path]:
@@ -25,7 +33,7 @@ def atomic_path(path: Path) -> Iterator[Path]:
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=path.suffix or ".tmp")
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}{PARTIAL}", suffix=path.suffix or ".tmp")
     os.fchmod(fd, 0o666 & ~_umask())  # mkstemp makes 0600; a file renamed into place gets what open() gives
     os.close(fd)
     try:

@@ -11,6 +11,7 @@ import fcntl
 import logging
 import os
 import platform
+import socket
 import sqlite3
 import subprocess
 import time
@@ -75,7 +76,9 @@ def open_experiment(uri: str, name: str) -> tuple[MlflowClient, str]:
         if db is None or _experiment_exists(db, name):
             client = MlflowClient(uri)
             mlflow.set_tracking_uri(uri)  # for the fluent calls: start_run, log_model, register_model
-            return client, _get_or_create_experiment(client, name, artifact_location=None)
+            experiment_id = _get_or_create_experiment(client, name, artifact_location=None)
+            close_stale_runs(client, experiment_id)
+            return client, experiment_id
         db.parent.mkdir(parents=True, exist_ok=True)
         with _exclusive_lock(db.with_name(db.name + ".lock")):
             _prepare_store(db)
@@ -362,7 +365,80 @@ def run_tags(backend: str, device: str) -> dict[str, str]:
         "requirements_md5": _md5_or_unknown(CODE_ROOT / "requirements.lock"),
         "cpu": _cpu_model(),
         "blas": _blas(),
+        **owner_tags(),
     }
+
+
+def owner_tags() -> dict[str, str]:
+    """Who runs this: host, PID and the process's start time (a PID alone can be reused), and
+    the Slurm job, if any. `close_stale_runs` reads them to tell a live run from an orphan."""
+    import psutil
+
+    me = psutil.Process()
+    tags = {"owner.host": socket.gethostname(), "owner.pid": str(me.pid), "owner.started": f"{me.create_time():.3f}"}
+    if os.environ.get("SLURM_JOB_ID"):
+        tags["owner.slurm_job"] = os.environ["SLURM_JOB_ID"]
+    return tags
+
+
+def close_stale_runs(client: MlflowClient, experiment_id: str) -> list[str]:
+    """End, as KILLED, every RUNNING run in the experiment whose owner is gone; return their ids.
+
+    A run is only left RUNNING by a process that died without unwinding: SIGKILL, the OOM
+    killer, a lost node. How its owner is judged:
+    - on this host: gone when no process has its PID and start time;
+    - on another host, as a Slurm job (`owner.slurm_job`): gone when Slurm no longer lists the job;
+    - on another host otherwise, or with no owner tags (an older run): never touched, since
+      nothing here can tell a live process there from a dead one.
+    The `error` tag says how the end was found, and the run's leftover temporary files
+    (in its `output_dir`) are removed.
+    """
+    stale = []
+    for run in client.search_runs([experiment_id], filter_string="attributes.status = 'RUNNING'", max_results=1000):
+        reason = _owner_gone(run.data.tags)
+        if reason is None:
+            continue
+        client.set_tag(
+            run.info.run_id, "error", f"left RUNNING: {reason}; ended by a later run on {socket.gethostname()}"
+        )
+        client.set_terminated(run.info.run_id, "KILLED")
+        if run.data.tags.get("output_dir"):
+            datafiles.remove_partial_files(Path(run.data.tags["output_dir"]))
+        stale.append(run.info.run_id)
+    if stale:
+        log.warning(
+            "ended %d MLflow run(s) left RUNNING by a process that is gone, as KILLED: %s",
+            len(stale),
+            ", ".join(stale),
+        )
+    return stale
+
+
+def _owner_gone(tags: Mapping[str, str]) -> str | None:
+    """Why a RUNNING run's owner is known to be gone, or None when it may be alive."""
+    import psutil
+
+    host, pid, started = tags.get("owner.host"), tags.get("owner.pid"), tags.get("owner.started")
+    if not (host and pid and started):
+        return None
+    if host == socket.gethostname():
+        try:
+            alive = abs(psutil.Process(int(pid)).create_time() - float(started)) < 0.01
+        except (psutil.NoSuchProcess, ValueError):
+            alive = False
+        return None if alive else f"its process {pid} on {host} is gone"
+    job = tags.get("owner.slurm_job")
+    if job and _slurm_job_ended(job):
+        return f"its Slurm job {job} on {host} has ended"
+    return None
+
+
+def _slurm_job_ended(job: str) -> bool:
+    try:
+        done = subprocess.run(["squeue", "--noheader", "--jobs", job], capture_output=True, text=True, timeout=10)
+    except (OSError, subprocess.TimeoutExpired):
+        return False  # no Slurm here to ask: assume alive
+    return done.returncode == 0 and not done.stdout.strip() or "Invalid job id" in done.stderr
 
 
 # Files the pipeline writes after training, from its results: they differ from the commit

@@ -97,7 +97,7 @@ def train(
     uri = tracking.tracking_uri()
     client, experiment_id = tracking.open_experiment(uri, config.experiment_name)
     run_name = run_name or f"{backend} lr={config.lr:g} seed={config.seed}"
-    tags = {**tracking.run_tags(backend, device), **(extra_tags or {})}
+    tags = {**tracking.run_tags(backend, device), "output_dir": str(output_dir.resolve()), **(extra_tags or {})}
     parent = sweep_parent()
     expected = estimated_seconds(backend, len(x), config.steps)
     with tracking.store_errors(uri), tracking.tracked_run(experiment_id, run_name, tags, parent, expected) as run_id:

@@ -194,3 +194,41 @@ def test_a_full_disk_during_store_creation_is_named_and_leaves_nothing(full_disk
     [line] = [ln for ln in done.stderr.splitlines() if ln.startswith("error:")]
     assert line.startswith(f"error: no space left for the MLflow store {uri}")
     assert sorted(p.name for p in full_disk.iterdir()) == ["mlflow.db.lock"]
+
+
+def test_a_run_killed_without_unwinding_is_ended_by_the_next_run_and_a_live_one_is_not(tmp_path, tracking_env):
+    uri = tracking_env["MLFLOW_TRACKING_URI"]
+    out = tmp_path / "killed"
+    victim, alive = (
+        subprocess.Popen([sys.executable, "-m", "src.train", *LONG_RUN, f"hydra.run.dir={folder}"],
+                         cwd=tmp_path, env=tracking_env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        for folder in (out, tmp_path / "alive")
+    )  # fmt: skip
+    try:
+        deadline = time.monotonic() + 120
+        while _statuses(tmp_path / "mlflow.db").count("RUNNING") < 2:
+            assert victim.poll() is None and time.monotonic() < deadline, "the runs never started"
+            time.sleep(0.3)
+        victim.kill()  # SIGKILL: nothing unwinds, the run stays RUNNING
+        victim.wait()
+        (out / ".history.csv.partial-x1y2.csv").write_text("step,loss\n0,1")  # what a writer killed mid-write leaves
+        client, _ = _runs(uri)
+        experiment_id = client.get_experiment_by_name("autograd-fit").experiment_id
+        remote = {"owner.host": "node-17", "owner.pid": "1", "owner.started": "1"}
+        elsewhere = client.create_run(experiment_id, tags=remote)
+
+        again = run_cli("steps=5", cwd=tmp_path, env=tracking_env)
+        assert again.returncode == 0, again.stderr
+        assert "ended 1 MLflow run(s) left RUNNING by a process that is gone" in again.stderr + again.stdout
+        _, runs = _runs(uri)
+        by_dir = {r.data.tags.get("output_dir"): r for r in runs}
+        killed = by_dir[str(out)]
+        assert killed.info.status == "KILLED"
+        assert killed.data.tags["error"].startswith(f"left RUNNING: its process {victim.pid} on ")
+        assert not list(out.glob(".*partial*")), "the killed run's temporary file was left"
+        assert by_dir[str(tmp_path / "alive")].info.status == "RUNNING"  # its owner is alive
+        assert client.get_run(elsewhere.info.run_id).info.status == "RUNNING"  # another host's: not judged here
+    finally:
+        for process in (victim, alive):
+            process.kill()
+            process.wait()
