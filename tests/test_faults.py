@@ -11,11 +11,12 @@ from concurrent.futures import ThreadPoolExecutor
 from contextlib import closing
 
 import numpy as np
+import psutil
 import pytest
 from mlflow.tracking import MlflowClient
 
 from src import tracking
-from tests.conftest import ROOT, run_cli
+from tests.conftest import BIN, ROOT, run_cli
 
 pytestmark = pytest.mark.slow
 LONG_RUN = ["data.n=200000", "steps=1000000", "lr=1e-6"]  # minutes of stable training (the bound is ≈ 9e-6)
@@ -232,3 +233,24 @@ def test_a_run_killed_without_unwinding_is_ended_by_the_next_run_and_a_live_one_
         for process in (victim, alive):
             process.kill()
             process.wait()
+
+
+def test_a_stage_ends_when_dvc_is_killed(repo):
+    params = (repo / "params.yaml").read_text()
+    long_run = params.replace("lr: 0.001", "lr: 1.0e-06").replace("steps: 800", "steps: 1000000")
+    (repo / "params.yaml").write_text(long_run.replace("'n': 100", "'n': 200000"))
+    dvc_process = subprocess.Popen(
+        [str(BIN / "dvc"), "repro"], cwd=repo, env={**_env(), "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}"},
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+    deadline = time.monotonic() + 120
+    while "RUNNING" not in _statuses(repo / "mlflow.db"):
+        assert dvc_process.poll() is None and time.monotonic() < deadline, "training never started"
+        time.sleep(0.3)
+    [stage] = psutil.Process(dvc_process.pid).children()
+    dvc_process.kill()  # DVC dies without a chance to stop its stage
+    dvc_process.wait()
+    assert psutil.wait_procs([stage], timeout=30)[1] == [], "the train stage trained on without DVC"
+    _, [run] = _runs(f"sqlite:///{repo / 'mlflow.db'}")
+    assert run.info.status == "KILLED"
+    assert not (repo / "models" / "fit.json").exists()

@@ -8,6 +8,8 @@ that would silently ignore the overrides.
 from __future__ import annotations
 
 import logging
+import os
+import signal
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -36,7 +38,24 @@ def load_params(path: Path) -> tuple[TrainConfig, dict]:
 
 @contextmanager
 def stage_errors() -> Iterator[None]:
-    """Log to the console; a failure the user can fix ends the stage with one line and status 1."""
+    """Log to the console; a failure the user can fix ends the stage with one line and status 1.
+
+    The stage also ends, as on SIGTERM (its MLflow run KILLED, no file half-written), when
+    the `dvc` that started it dies: otherwise it would train on, writing outputs nobody records.
+    """
     logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stderr)
     with clean_exit():
+        _end_with_parent()
         yield
+
+
+def _end_with_parent() -> None:
+    """Ask Linux to send this process SIGTERM when its parent dies (prctl PR_SET_PDEATHSIG)."""
+    if not sys.platform.startswith("linux"):
+        return
+    import ctypes
+
+    parent = os.getppid()
+    ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM)  # 1: PR_SET_PDEATHSIG
+    if os.getppid() != parent:  # it died before the request took effect
+        os.kill(os.getpid(), signal.SIGTERM)
