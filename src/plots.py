@@ -117,17 +117,20 @@ def plot_sweep(rows: list[dict], metric: str, best: dict | None) -> Figure:
         ring = {"markersize": 18, "markerfacecolor": "none", "markeredgecolor": "k", "markeredgewidth": 1.5}
         ax.plot(best["lr"], best["objective"], "o", label=label, **ring)
     unscored = [r for r in rows if r not in scored]
-    if unscored:  # at the top edge, in axes coordinates: they have no value to plot
-        along_top = {"transform": ax.get_xaxis_transform(), "clip_on": False, "color": "tab:red", "markersize": 9}
-        lrs = [r["lr"] for r in unscored]
-        ax.plot(lrs, [1.0] * len(lrs), "v", label=f"failed or diverged: {len(unscored)}", **along_top)
+    if unscored:  # just above the axes, in axes coordinates: they have no value to plot
+        above = {"transform": ax.get_xaxis_transform(), "clip_on": False, "color": "tab:red", "markersize": 9}
+        ax.plot([r["lr"] for r in unscored], [1.04] * len(unscored), "v", label=f"failed or diverged: {len(unscored)}",
+                **above)  # fmt: skip
     ax.set_xscale("log")
-    if scored and min(r["objective"] for r in scored) > 0:
+    values = [r["objective"] for r in scored]
+    if values and min(values) > 0 and max(values) / min(values) > 10:  # a log axis only where it spans decades
         ax.set_yscale("log")
+    else:
+        ax.ticklabel_format(axis="y", style="plain", useOffset=False)
     ax.set_xlabel("learning rate")
     ax.set_ylabel(metric)
-    ax.set_title(f"sweep: {len(rows)} jobs, {len(scored)} scored by {metric}", pad=14)
-    if ax.lines:  # lower left: the loss falls with lr, and failed jobs sit along the top
-        ax.legend(fontsize=8, loc="lower left")
+    ax.set_title(f"sweep: {len(rows)} jobs, {len(scored)} scored by {metric}", pad=18)
+    if ax.lines:
+        ax.legend(fontsize=8, loc="best")
     fig.tight_layout()
     return fig

@@ -59,7 +59,7 @@ class MlflowSweepCallback(Callback):
     def on_multirun_start(self, config: DictConfig, **kwargs) -> None:
         client, experiment_id = tracking.open_experiment(tracking.tracking_uri(), config.experiment_name)
         self._experiment_name = config.experiment_name
-        name = f"sweep-{time.strftime('%Y%m%d-%H%M%S')}"
+        name = f"sweep {time.strftime('%H:%M:%S')}"  # the date is in the Created column beside it
         tags = tracking.standard_tags({**tracking.run_tags("sweep", "-"), "sweep": "true"})
         self._client, self._parent = client, client.create_run(experiment_id, run_name=name, tags=tags).info.run_id
         os.environ[PARENT_RUN_ENV] = self._parent

@@ -301,7 +301,7 @@ MODEL_CODE = Path(__file__).with_name("model.py")
 
 
 def log_model(w: float, b: float, x_example: np.ndarray) -> str:
-    """The fit as an MLflow pyfunc model `model` of the active run; returns its models:/ URI.
+    """The fit as an MLflow pyfunc model `model` of the active run; returns its models:/ URI (also tagged).
 
     The model is `src/model.py`, logged as code, with w and b in its config: loading it needs
     numpy and mlflow only, not this repository.
@@ -320,13 +320,17 @@ def log_model(w: float, b: float, x_example: np.ndarray) -> str:
         input_example=example,
         pip_requirements=[f"mlflow=={metadata.version('mlflow')}", f"numpy=={metadata.version('numpy')}"],
     )
+    mlflow.set_tag(MODEL_URI_TAG, info.model_uri)
     return info.model_uri
+
+
+MODEL_URI_TAG = "model_uri"  # the models:/m-... URI of the run's logged model
 
 
 def register_model(run_id: str, name: str, alias: str = "best") -> str:
     """Register run `run_id`'s model under `name` and point `alias` at the new version; return its version."""
     client = MlflowClient(tracking_uri())
-    version = mlflow.register_model(f"runs:/{run_id}/model", name).version
+    version = mlflow.register_model(client.get_run(run_id).data.tags[MODEL_URI_TAG], name).version
     client.set_registered_model_alias(name, alias, version)
     return str(version)
 
