@@ -38,6 +38,7 @@ def record(name: str, cfg, report: Mapping, figures: Mapping[str, Figure], backe
         for filename in ("report.json", "report.md", *figures):
             client.log_artifact(run_id, str(output_dir / filename))
     log.info("%s: report in %s, MLflow run %s in experiment '%s'", name, output_dir / "report.md", run_id, name)
+    log.info("run page: %s", tracking.run_link(run_id, experiment_id))
     return run_id
 
 
