@@ -1,1 +1,18 @@
 """Fit y = w·x² + b by gradient descent, with NumPy or torch, tracked in MLflow."""
+
+import os
+import signal
+import sys
+
+
+def _end_quietly_while_starting(signum, frame):  # noqa: ARG001
+    sys.stderr.write(f"interrupted ({signal.Signals(signum).name}) while starting; nothing was run\n")
+    os._exit(130)
+
+
+# Run as `python -m src.<entry point>`, this package is imported while sys.argv[0] is still "-m".
+# Until the entry point installs its own handlers (src.errors.clean_exit), the heavy imports are
+# all there is to stop: Ctrl-C or SIGTERM then ends the process with one line, not a traceback.
+if sys.argv[:1] == ["-m"]:
+    for _signum in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(_signum, _end_quietly_while_starting)

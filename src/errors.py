@@ -32,6 +32,14 @@ class TrainingDiverged(UserError, RuntimeError):
     """The loss stopped being finite; the run is recorded as FAILED."""
 
 
+class BelowWarning(logging.Filter):
+    """Passes INFO and below: with a stderr handler for WARNING and above, the console splits
+    into results on stdout and problems on stderr (conf/config.yaml, hydra.job_logging)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return record.levelno < logging.WARNING
+
+
 def _raise_interrupt(signum, frame):
     raise KeyboardInterrupt(signal.Signals(signum).name)
 

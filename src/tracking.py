@@ -185,6 +185,7 @@ def _prepare_store(db: Path) -> None:
     try:
         from mlflow.store.tracking.sqlalchemy_store import SqlAlchemyStore
 
+        logging.getLogger("mlflow.store.db.utils").setLevel(logging.WARNING)  # "Creating initial ... tables"
         store = SqlAlchemyStore(f"sqlite:///{building}", (db.parent / "mlruns").as_uri())
         store.engine.dispose()
         os.replace(building, db)

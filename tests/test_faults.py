@@ -254,3 +254,23 @@ def test_a_stage_ends_when_dvc_is_killed(repo):
     _, [run] = _runs(f"sqlite:///{repo / 'mlflow.db'}")
     assert run.info.status == "KILLED"
     assert not (repo / "models" / "fit.json").exists()
+
+
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])
+def test_a_signal_during_start_up_is_one_line(signum, tmp_path, tracking_env):
+    process = subprocess.Popen([sys.executable, "-m", "src.train"], cwd=tmp_path, env=tracking_env,
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)  # fmt: skip
+    time.sleep(0.4)  # importing numpy, Hydra, MLflow: about a second
+    process.send_signal(signum)
+    stdout, stderr = process.communicate(timeout=60)
+    assert process.returncode == 130
+    assert stderr.strip() == f"interrupted ({signal.Signals(signum).name}) while starting; nothing was run"
+    assert not (tmp_path / "mlflow.db").exists()
+
+
+def test_warnings_and_errors_go_to_stderr_and_results_to_stdout(tmp_path, tracking_env):
+    done = run_cli("lr=0.02", "steps=1", cwd=tmp_path, env=tracking_env)  # above the bound: one step cannot rise
+    assert done.returncode == 0, done.stderr
+    assert "at or above the stability bound" in done.stderr and "stability bound" not in done.stdout
+    assert "final loss" in done.stdout and "final loss" not in done.stderr
+    assert "Creating initial MLflow database tables" not in done.stderr + done.stdout
