@@ -8,6 +8,7 @@ The schema is applied by merging, not through the defaults list, because DVC com
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from enum import Enum
@@ -83,6 +84,7 @@ class TrainConfig:
     dtype: DType = MISSING
     lr: float = MISSING
     steps: int = MISSING
+    log_every: int = MISSING
     seed: int = MISSING
     rng: Stream = MISSING
     data: DataConfig = field(default_factory=DataConfig)
@@ -96,6 +98,7 @@ def load_config(cfg: DictConfig) -> TrainConfig:
 
     Raises ConfigError naming the offending key before any work is done.
     """
+    refuse_environment_values(cfg)
     try:
         typed = OmegaConf.merge(OmegaConf.structured(TrainConfig), cfg)
         config = OmegaConf.to_object(typed)
@@ -103,6 +106,22 @@ def load_config(cfg: DictConfig) -> TrainConfig:
         raise ConfigError(_describe(e)) from e
     _check_ranges(config)
     return config
+
+
+# Resolvers that read the process environment. Every config value is logged to MLflow and saved
+# with the run, so a value taken from the environment (a token, a password) would be published.
+_READS_ENVIRONMENT = re.compile(r"\$\{\s*(oc\.env|env)\s*:")
+
+
+def refuse_environment_values(cfg: DictConfig) -> None:
+    """Raise ConfigError naming the first key whose value is read from the environment (`${oc.env:...}`)."""
+    raw = OmegaConf.to_container(cfg, resolve=False)
+    for key, value in flatten(raw).items():
+        if isinstance(value, str) and _READS_ENVIRONMENT.search(value):
+            raise ConfigError(
+                f"config key '{key}': {value} reads the environment, which a run's config may not: every value "
+                "is logged to MLflow and saved with the run; write the value itself, or keep it out of the config"
+            )
 
 
 def _describe(e: OmegaConfBaseException) -> str:
@@ -118,6 +137,18 @@ def _check_ranges(config: TrainConfig) -> None:
     checks = [
         ("lr", math.isfinite(config.lr) and config.lr > 0, f"must be a finite number > 0, got {config.lr}"),
         ("steps", config.steps >= 1, f"must be >= 1, got {config.steps}"),
+        ("log_every", config.log_every >= 1, f"must be >= 1, got {config.log_every}"),
+        ("seed", config.seed >= 0, f"must be >= 0, got {config.seed}"),
+        (
+            "seed",
+            config.rng is not Stream.legacy_numpy or config.seed < 2**32,
+            f"rng=legacy_numpy (np.random.seed) takes seeds below 2**32 = {2**32}, got {config.seed}",
+        ),
+        (
+            "seed",
+            config.rng is not Stream.legacy_torch or config.seed < 2**64,
+            f"rng=legacy_torch (torch.manual_seed) takes seeds below 2**64 = {2**64}, got {config.seed}",
+        ),
         ("data.n", data.n >= 2, f"must be >= 2 points, got {data.n}"),
         ("data.noise", math.isfinite(data.noise) and data.noise >= 0, f"must be >= 0, got {data.noise}"),
         ("data.true_w", math.isfinite(data.true_w), f"must be finite, got {data.true_w}"),

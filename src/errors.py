@@ -48,9 +48,10 @@ def _raise_interrupt(signum, frame):
 def clean_exit() -> Iterator[None]:
     """Run an entry point so that failures end it cleanly.
 
-    A UserError becomes `error: ...` on stderr and exit status 1 (HYDRA_FULL_ERROR=1 keeps
-    the traceback). SIGTERM is treated like Ctrl-C: either unwinds the stack, so an open
-    MLflow run is marked KILLED and no file is left half-written, then exits with 130.
+    A UserError, running out of memory, or an OSError (a full disk, a read-only folder)
+    becomes `error: ...` on stderr and exit status 1 (HYDRA_FULL_ERROR=1 keeps the traceback).
+    SIGTERM is treated like Ctrl-C: either unwinds the stack, so an open MLflow run is marked
+    KILLED and no file is left half-written, then exits with 130.
     """
     if threading.current_thread() is threading.main_thread():
         # SIGINT too: a process started in the background inherits it ignored, and would not stop.
@@ -65,3 +66,13 @@ def clean_exit() -> Iterator[None]:
     except KeyboardInterrupt as e:
         log.error("interrupted (%s); the MLflow run, if one was open, is marked KILLED", e or "SIGINT")
         raise SystemExit(130) from None
+    except MemoryError as e:  # numpy's says how much it asked for
+        if os.environ.get("HYDRA_FULL_ERROR") == "1":
+            raise
+        raise SystemExit(f"error: out of memory ({e or 'an allocation failed'}); lower data.n or steps") from None
+    except OSError as e:  # a full disk, a read-only or missing folder: name the file and the cause
+        if os.environ.get("HYDRA_FULL_ERROR") == "1":
+            raise
+        where = f" {e.filename}" if e.filename else ""
+        fix = "free some space or fix the permissions there"
+        raise SystemExit(f"error: cannot write{where}: {e.strerror or e}; {fix}") from None

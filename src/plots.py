@@ -66,10 +66,10 @@ def plot_evaluation(
     return fig
 
 
-def plot_loss(loss: np.ndarray, optimum: float | None = None) -> Figure:
+def plot_loss(step: np.ndarray, loss: np.ndarray, optimum: float | None = None) -> Figure:
     """Training loss against step, on a log scale; with `optimum`, the least-squares loss as a line."""
     fig, ax = plt.subplots(figsize=(6, 4.5))
-    ax.plot(np.arange(len(loss)), loss, label="gradient descent")
+    ax.plot(step, loss, label="gradient descent")
     if optimum is not None:
         ax.axhline(optimum, color="k", linestyle="--", label=f"least-squares optimum {optimum:.6g}")
         ax.legend()

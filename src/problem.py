@@ -118,8 +118,12 @@ def hessian(x: np.ndarray) -> tuple[float, float, float]:
 
 
 def lr_bound(x: np.ndarray) -> float:
-    """The largest stable step: gradient descent on this quadratic converges iff lr < 2/λ_max(H)."""
+    """The largest stable step: gradient descent on this quadratic converges iff lr < 2/λ_max(H).
+
+    Raises ValueError when the Hessian overflows float64."""
     a, c, d = hessian(x)
+    if not math.isfinite(a):
+        raise ValueError(f"x is too large for float64 (largest |x| = {np.max(np.abs(x)):.3g}): Σx⁴ overflows")
     # The larger eigenvalue of a symmetric 2x2 matrix, in closed form.
     lambda_max = 0.5 * (a + d) + math.hypot(0.5 * (a - d), c)
     return 2.0 / lambda_max

@@ -72,6 +72,11 @@ def open_experiment(uri: str, name: str) -> tuple[MlflowClient, str]:
     db = _sqlite_path(uri)
     if uri.startswith(("http://", "https://")):
         _check_server(uri)
+    if db is not None and db.is_dir():
+        raise TrackingError(f"the MLflow store {uri} is a directory, not a database file; move it aside, or point "
+                            "MLFLOW_TRACKING_URI at a file, e.g. sqlite:////absolute/path/mlflow.db")  # fmt: skip
+    # MLflow logs every store error with its traceback, then raises it; it is reported here in one line.
+    logging.getLogger("mlflow.store.db.utils").setLevel(logging.CRITICAL)
     try:
         if db is None or _experiment_exists(db, name):
             client = MlflowClient(uri)
@@ -105,6 +110,9 @@ def store_errors(uri: str) -> Iterator[None]:
 def _explain(uri: str, error: Exception) -> str:
     text = str(error)
     cause = text.strip().splitlines()[0] if text.strip() else type(error).__name__
+    if "readonly database" in text:
+        return (f"the MLflow store {uri} is read-only (attempt to write a readonly database); make the file "
+                "and its folder writable, or point MLFLOW_TRACKING_URI at a writable store")  # fmt: skip
     if "database is locked" in text:
         return (f"the MLflow store {uri} is locked by another process ({cause}); close whatever holds it "
                 "(an open sqlite3 shell, a stuck process) and run again")  # fmt: skip
@@ -185,7 +193,6 @@ def _prepare_store(db: Path) -> None:
     try:
         from mlflow.store.tracking.sqlalchemy_store import SqlAlchemyStore
 
-        logging.getLogger("mlflow.store.db.utils").setLevel(logging.WARNING)  # "Creating initial ... tables"
         store = SqlAlchemyStore(f"sqlite:///{building}", (db.parent / "mlruns").as_uri())
         store.engine.dispose()
         os.replace(building, db)
@@ -498,15 +505,19 @@ def log_params_and_history(
     params: Mapping[str, object],
     history: Mapping[str, np.ndarray],
     final: Mapping[str, float],
+    steps: np.ndarray | None = None,
 ) -> None:
-    """Every step of every series in `history`, the `final` values and the params, in one batch.
+    """Every step of every series in `history` (at step numbers `steps`, else 0, 1, ...), the
+    `final` values and the params, in one batch.
 
     One `log_batch` instead of a call per value: on SQLite, 2,400 values take about
     0.3 s this way and about 8 s one at a time.
     """
     now = int(time.time() * 1000)
     metrics = [
-        Metric(key, float(value), now, step) for key, values in history.items() for step, value in enumerate(values)
+        Metric(key, float(value), now, int(step))
+        for key, values in history.items()
+        for step, value in zip(range(len(values)) if steps is None else steps, values, strict=True)
     ]
     metrics += [Metric(key, float(value), now, 0) for key, value in final.items()]
     client.log_batch(run_id, metrics=metrics, params=[Param(k, str(v)) for k, v in params.items()])

@@ -22,9 +22,9 @@ from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
 from src import datafiles, plots, problem, tracking
-from src.backends import History, estimated_seconds, load_fit, resolve_device
+from src.backends import History, estimated_seconds, kept_steps, load_fit, resolve_device
 from src.config import Objective, TrainConfig, flatten, load_config
-from src.errors import ConfigError, TrainingDiverged, clean_exit
+from src.errors import ConfigError, DataFileError, TrainingDiverged, clean_exit
 from src.sweep import sweep_parent
 
 log = logging.getLogger(__name__)
@@ -87,7 +87,10 @@ def train(
     except ValueError as e:
         raise ConfigError(f"config key 'device': {e}") from e
     x, y, w0, b0 = data
-    bound = problem.lr_bound(x)
+    try:
+        bound = problem.lr_bound(x)
+    except ValueError as e:
+        raise DataFileError(f"the training data: {e}") from e
     if config.lr >= bound:
         log.warning(
             "lr=%g is at or above the stability bound 2/λ_max = %.6g for this data: expect divergence", config.lr, bound
@@ -100,8 +103,19 @@ def train(
     tags = {**tracking.run_tags(backend, device), "output_dir": str(output_dir.resolve()), **(extra_tags or {})}
     parent = sweep_parent()
     expected = estimated_seconds(backend, len(x), config.steps)
+    _warn_if_long(expected, kept_steps(config.steps, config.log_every), config.log_every)
     with tracking.store_errors(uri), tracking.tracked_run(experiment_id, run_name, tags, parent, expected) as run_id:
-        history = fit(x, y, w0, b0, lr=config.lr, steps=config.steps, device=device, progress=_progress_bar)
+        history = fit(
+            x,
+            y,
+            w0,
+            b0,
+            lr=config.lr,
+            steps=config.steps,
+            device=device,
+            every=config.log_every,
+            progress=_progress_bar,
+        )
         w, b = (float(history.w[-1]), float(history.b[-1])) if len(history.w) else (w0, b0)
         final_loss = problem.loss(x, y, w, b)
         _write_outputs(output_dir, x, y, history, w, b, OmegaConf.to_yaml(resolved))
@@ -110,6 +124,7 @@ def train(
             run_id,
             params={**flatten(resolved), "lr_bound": bound},
             history={"loss": history.loss, "log10_loss": _log10(history.loss), "w": history.w, "b": history.b},
+            steps=history.step,
             # A diverged run has no final model: its last parameters are the ones whose loss overflowed.
             final={} if history.diverged else {"final_loss": final_loss, "final_w": w, "final_b": b},
         )
@@ -119,8 +134,42 @@ def train(
         if not history.diverged:
             tracking.log_model(w, b, x_example=x[:: max(1, len(x) // 5)][:5])
         if history.diverged:
-            raise TrainingDiverged(_divergence(len(history.loss), history.loss, final_loss, config.lr, bound))
+            raise TrainingDiverged(_divergence(len(history.step) and history.step[-1] + 1, history.loss, final_loss,
+                                               config.lr, bound))  # fmt: skip
     return Result(run_id=run_id, experiment_id=experiment_id, loss=final_loss, w=w, b=b)
+
+
+LONG_RUN_SECONDS = 60
+LARGE_HISTORY_BYTES = 1 << 30
+STORE_BYTES_PER_POINT = 4 * 100  # four series (loss, log10_loss, w, b), ~100 bytes a row in the store
+
+
+def _warn_if_long(seconds: float, points: int, every: int) -> None:
+    """Say so before a run that will take minutes, or log a history of a gigabyte or more."""
+    size = points * STORE_BYTES_PER_POINT
+    if seconds < LONG_RUN_SECONDS and size < LARGE_HISTORY_BYTES:
+        return
+    every_k = every * math.ceil(size / (LARGE_HISTORY_BYTES / 10))
+    advice = f"; log_every={every_k} would log about {size / every_k * every / 1e9:.2f} GB" if every_k > every else ""
+    log.warning("this run is estimated to take %.0f min and to log %d steps (about %.1f GB in MLflow)%s",
+                seconds / 60, points, size / 1e9, advice)  # fmt: skip
+
+
+# Bytes per data point at the peak of a run: x, y, the noise, x², and the two scratch arrays.
+PEAK_BYTES_PER_POINT = 6
+
+
+def _check_memory(n: int, dtype: str) -> None:
+    """Refuse, before drawing anything, a run whose arrays cannot fit in the memory that is free."""
+    import psutil
+
+    needed = PEAK_BYTES_PER_POINT * n * 8  # drawn in float64 whatever the dtype
+    available = psutil.virtual_memory().available
+    if needed > available:
+        raise ConfigError(
+            f"config key 'data.n': {n} points need about {needed / 2**30:.1f} GiB, and {available / 2**30:.1f} GiB "
+            "is free; lower data.n"
+        )
 
 
 def _log10(loss: np.ndarray) -> np.ndarray:
@@ -150,10 +199,10 @@ def _write_outputs(
     output_dir: Path, x: np.ndarray, y: np.ndarray, history: History, w: float, b: float, config_yaml: str
 ) -> None:
     output_dir.mkdir(parents=True, exist_ok=True)
-    plots.save(plots.plot_loss(history.loss), output_dir / "loss.png")
+    plots.save(plots.plot_loss(history.step, history.loss), output_dir / "loss.png")
     plots.save(plots.plot_fit(x, y, w, b), output_dir / "fit.png")
     datafiles.write_text(output_dir / "config.yaml", config_yaml)
-    table = np.column_stack([np.arange(len(history.loss)), history.loss, history.w, history.b])
+    table = np.column_stack([history.step, history.loss, history.w, history.b])
     with datafiles.atomic_path(output_dir / "history.csv") as tmp:
         np.savetxt(tmp, table, delimiter=",", header="step,loss,w,b", comments="", fmt=["%d"] + ["%.17g"] * 3)
 
@@ -165,6 +214,7 @@ def main(cfg: DictConfig) -> float:
     in_sweep = hydra_config.mode == RunMode.MULTIRUN
     with clean_exit():
         config = load_config(cfg)
+        _check_memory(config.data.n, config.dtype.value)
         resolved = OmegaConf.to_container(cfg, resolve=True)
         tags = {"sweep_job": str(hydra_config.job.num)} if in_sweep else {}
         name = _sweep_job_name(hydra_config.job.num, hydra_config.overrides.task) if in_sweep else None

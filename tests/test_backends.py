@@ -114,3 +114,26 @@ print("torch imported:", "torch" in sys.modules)
     )
     assert done.returncode == 0, done.stderr
     assert "torch imported: False" in done.stdout
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("steps,every", [(1000, 100), (1000, 7), (5, 10), (1, 3)])
+def test_a_thinned_history_is_the_full_one_at_every_kth_step_and_the_last(backend, steps, every):
+    x, y, w0, b0 = _problem()
+    fit = load_fit(backend)
+    full, thin = fit(x, y, w0, b0, lr=0.001, steps=steps), fit(x, y, w0, b0, lr=0.001, steps=steps, every=every)
+    expected = sorted({*range(0, steps, every), steps - 1})
+    assert thin.step.tolist() == expected
+    for series in ("loss", "w", "b"):
+        np.testing.assert_array_equal(getattr(thin, series), getattr(full, series)[expected])
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_a_thinned_diverging_history_keeps_the_step_before_the_stop(backend):
+    x, y, w0, b0 = _problem()
+    fit = load_fit(backend)
+    lr = 1.01 * lr_bound(x)
+    full, thin = fit(x, y, w0, b0, lr=lr, steps=5000), fit(x, y, w0, b0, lr=lr, steps=5000, every=1000)
+    assert full.diverged and thin.diverged
+    assert thin.step[-1] == full.step[-1] == len(full.step) - 1
+    assert (thin.loss[-1], thin.w[-1], thin.b[-1]) == (full.loss[-1], full.w[-1], full.b[-1])

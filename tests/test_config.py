@@ -68,11 +68,17 @@ def test_seed_presets_select_the_books_streams():
         ("data.x_min=1.0", "data.x_min", "x_min < x_max"),
         ("data.x_max=-2.0", "data.x_min", "x_min < x_max"),
         ("device=cuda", "device", "CPU only"),
+        ("log_every=0", "log_every", ">= 1"),
+        ("seed=-1", "seed", ">= 0"),
+        ("seed=4294967296 rng=legacy_numpy", "seed", "below 2**32"),
+        ("seed=99999999999999999999 rng=legacy_torch", "seed", "below 2**64"),
+        ("experiment_name=${oc.env:HOME}", "experiment_name", "reads the environment"),
+        ("+data.tag=run-${oc.env:HOME}", "data.tag", "reads the environment"),
     ],
 )
 def test_bad_values_name_the_key(override, key, says):
     with pytest.raises(ConfigError) as error:
-        load_config(compose_config(override))
+        load_config(compose_config(*override.split()))
     assert f"config key '{key}'" in str(error.value)
     assert says in str(error.value)
 
@@ -106,12 +112,15 @@ def test_cuda_without_a_gpu_says_why():
         ("backend=jax", "Available options in 'backend'"),
         ("lrr=0.1", "Could not override 'lrr'"),
         ("steps=many", "error: config key 'steps'"),
+        ("experiment_name=${oc.env:SECRET_X}", "error: config key 'experiment_name': ${oc.env:SECRET_X} reads the env"),
+        ("data.n=100000000000", "error: config key 'data.n': 100000000000 points need about"),
     ],
 )
 def test_cli_refuses_bad_config_before_any_work(override, says, tmp_path: Path, tracking_env):
-    done = run_cli(override, cwd=tmp_path, env=tracking_env)
+    done = run_cli(override, cwd=tmp_path, env={**tracking_env, "SECRET_X": "hunter2"})
     assert done.returncode == 1
     assert says in done.stderr
+    assert "hunter2" not in done.stderr + done.stdout
     assert "Traceback" not in done.stderr + done.stdout
     assert not (tmp_path / "mlflow.db").exists(), "an MLflow store was created for a run that never started"
     assert not list(tmp_path.rglob("*.png")) and not list(tmp_path.rglob("history.csv"))

@@ -36,3 +36,19 @@ def test_the_optimum_scores_no_gap():
     (w_star, b_star), *_ = np.linalg.lstsq(np.column_stack([x**2, np.ones_like(x)]), y, rcond=None)
     m = evaluate(x, y, x, y, w_star, b_star, true_w=0.0, true_b=0.0)
     assert abs(m["loss_gap"]) < 1e-12
+
+
+def test_an_empty_training_history_is_named(tmp_path):
+    from src.errors import DataFileError
+    from src.stages.evaluate import _read_loss
+
+    (tmp_path / "history.csv").write_text("step,loss,w,b\n")
+    with pytest.raises(DataFileError, match="no steps in the training history"):
+        _read_loss(tmp_path / "history.csv")
+
+
+def test_data_too_large_for_float64_is_named():
+    from src.problem import lr_bound
+
+    with pytest.raises(ValueError, match="too large for float64"):
+        lr_bound(np.array([1e308, 0.5, -1.0]))

@@ -3,8 +3,10 @@
 import fcntl
 import os
 import pty
+import re
 import runpy
 import shutil
+import signal
 import struct
 import subprocess
 import sys
@@ -17,6 +19,7 @@ import pandas as pd
 import pytest
 from mlflow.tracking import MlflowClient
 
+from src.backends import load_fit
 from src.config import load_config
 from src.train import make_problem
 from tests.conftest import ROOT, compose_config, mlflow_service, rest, run_cli
@@ -197,3 +200,43 @@ def test_progress_bar_shows_on_a_terminal_only_for_long_runs(tmp_path, tracking_
     assert "step/s" in shown and "/3000" in shown
     status, shown = _on_a_terminal(["steps=800"], tmp_path, tracking_env)
     assert status == 0 and "step/s" not in shown
+
+
+def test_log_every_keeps_every_kth_step_in_mlflow_and_the_history_file(tmp_path, tracking_env):
+    done = run_cli("log_every=100", f"hydra.run.dir={tmp_path / 'out'}", cwd=tmp_path, env=tracking_env)
+    assert done.returncode == 0, done.stderr
+    client, [run] = _runs(tracking_env["MLFLOW_TRACKING_URI"])
+    loss = client.get_metric_history(run.info.run_id, "loss")
+    assert [p.step for p in loss] == [0, 100, 200, 300, 400, 500, 600, 700, 799]
+    table = np.loadtxt(tmp_path / "out" / "history.csv", delimiter=",", skiprows=1)
+    assert table[:, 0].tolist() == [p.step for p in loss]
+    x, y, w0, b0 = make_problem(load_config(compose_config()))
+    full = load_fit("numpy")(x, y, w0, b0, lr=0.001, steps=800)  # every step, in this process
+    np.testing.assert_array_equal([p.value for p in loss], full.loss[table[:, 0].astype(int)])
+    assert run.data.metrics["final_w"] == full.w[-1]
+
+
+def test_a_long_run_is_announced_before_it_starts(tmp_path, tracking_env):
+    process = subprocess.Popen([sys.executable, "-m", "src.train", "steps=100000000"], cwd=tmp_path, env=tracking_env,
+                               stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)  # fmt: skip
+    try:
+        line = process.stderr.readline()
+        assert re.search(
+            r"WARNING\] - this run is estimated to take \d+ min and to log 100000000 steps "
+            r"\(about 40.0 GB in MLflow\); log_every=\d+ would log about 0.1\d GB$",
+            line,
+        ), line
+    finally:
+        process.send_signal(signal.SIGTERM)
+        process.communicate(timeout=60)
+    assert process.returncode == 130
+
+
+def test_artifacts_that_cannot_be_written_end_the_run_in_one_line(tmp_path, tracking_env):
+    (tmp_path / "mlruns").write_text("a file where the artifact folder should be")
+    done = run_cli("steps=5", cwd=tmp_path, env=tracking_env)
+    assert done.returncode == 1 and "Traceback" not in done.stderr
+    [line] = [ln for ln in done.stderr.splitlines() if ln.startswith("error:")]
+    assert line.startswith("error: cannot write ") and "mlruns" in line
+    _, [run] = _runs(tracking_env["MLFLOW_TRACKING_URI"])
+    assert run.info.status == "FAILED" and run.data.tags["error"]

@@ -1,7 +1,8 @@
 """Gradient-descent backends: one module each, with the same `fit` function.
 
-`fit(x, y, w0, b0, lr=..., steps=..., device=..., progress=...) -> History` runs full-batch
-gradient descent on 0.5·Σ(w·x² + b − y)², starting from (w0, b0), and hands back every step.
+`fit(x, y, w0, b0, lr=..., steps=..., device=..., every=..., progress=...) -> History` runs
+full-batch gradient descent on 0.5·Σ(w·x² + b − y)², starting from (w0, b0), and hands back
+every `every`-th step and the last one, so that a long run's history stays small.
 `progress`, when given, wraps the range of steps (a progress bar, say); the math never
 prints anything itself.
 Each backend imports its framework itself, so choosing numpy never imports torch.
@@ -17,17 +18,31 @@ import numpy as np
 
 
 class History(NamedTuple):
-    """What gradient descent did, one entry per completed step.
+    """What gradient descent did, at the steps it kept: every `every`-th step, and the last one done.
 
-    loss[i] is the loss at the parameters entering step i; w[i] and b[i] are the
-    parameters leaving it. When `diverged` is true, the loss of the step after the
-    last entry was not finite, or had risen (see `rise_limit`), and training stopped there.
+    step[i] is a step number; loss[i] is the loss at the parameters entering that step, and
+    w[i], b[i] are the parameters leaving it. When `diverged` is true, the loss of the step
+    after the last one kept was not finite, or had risen (see `rise_limit`), and training
+    stopped there.
     """
 
+    step: np.ndarray
     loss: np.ndarray
     w: np.ndarray
     b: np.ndarray
     diverged: bool
+
+
+def history(rows: np.ndarray, steps: np.ndarray, diverged: bool) -> History:
+    """A History from a table of (loss, w, b) rows and the step number of each."""
+    return History(
+        step=steps.astype(np.int64), loss=rows[:, 0].copy(), w=rows[:, 1].copy(), b=rows[:, 2].copy(), diverged=diverged
+    )
+
+
+def kept_steps(steps: int, every: int) -> int:
+    """How many rows a history of `steps` steps keeps: steps 0, every, 2·every, ..., and the last."""
+    return (steps - 1) // every + 1 + ((steps - 1) % every != 0)
 
 
 def rise_limit(y: np.ndarray) -> tuple[float, float]:

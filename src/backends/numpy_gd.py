@@ -12,7 +12,7 @@ from collections.abc import Callable, Iterable
 
 import numpy as np
 
-from src.backends import History, rise_limit
+from src.backends import History, history, kept_steps, rise_limit
 
 
 def loss_and_grad(x2: np.ndarray, y: np.ndarray, w, b, r: np.ndarray, r_x2: np.ndarray) -> tuple[float, float, float]:
@@ -35,6 +35,7 @@ def fit(
     lr: float,
     steps: int,
     device: str = "cpu",
+    every: int = 1,
     progress: Callable[[Iterable[int]], Iterable[int]] | None = None,
 ) -> History:
     if device != "cpu":
@@ -43,20 +44,28 @@ def fit(
     w, b, lr = scalar(w0), scalar(b0), scalar(lr)
     x2 = x * x
     r, r_x2 = np.empty_like(x), np.empty_like(x)
-    history = np.empty((steps, 3), dtype=x.dtype)
+    rows = np.empty((kept_steps(steps, every), 3), dtype=x.dtype)
+    numbers = np.empty(len(rows), dtype=np.int64)
+    kept = 0
     rel, floor = rise_limit(y)
-    limit = math.inf
+    limit, loss = math.inf, math.nan
+    diverged = False
     with np.errstate(over="ignore", invalid="ignore"):  # divergence is detected and reported below
         for i in progress(range(steps)) if progress else range(steps):
+            previous = loss
             loss, grad_w, grad_b = loss_and_grad(x2, y, w, b, r, r_x2)
             if not loss <= limit:  # risen, or not finite (NaN compares false)
-                return _history(history[:i], diverged=True)
+                diverged, i, loss = True, i - 1, previous  # the last step done is the one before
+                break
             limit = loss * (1 + rel) + floor
             w -= lr * grad_w
             b -= lr * grad_b
-            history[i] = loss, w, b
-    return _history(history, diverged=False)
-
-
-def _history(rows: np.ndarray, diverged: bool) -> History:
-    return History(loss=rows[:, 0].copy(), w=rows[:, 1].copy(), b=rows[:, 2].copy(), diverged=diverged)
+            if i % every == 0:
+                rows[kept], numbers[kept] = (loss, w, b), i
+                kept += 1
+        else:
+            i = steps - 1
+    if i >= 0 and (kept == 0 or numbers[kept - 1] != i):  # the last step done is always kept
+        rows[kept], numbers[kept] = (loss, w, b), i
+        kept += 1
+    return history(rows[:kept], numbers[:kept], diverged)

@@ -22,7 +22,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from src.backends import History, first_bad_step, rise_limit
+from src.backends import History, first_bad_step, history, rise_limit
 
 CUDA_CHECK_EVERY = 100
 
@@ -36,11 +36,12 @@ def fit(
     lr: float,
     steps: int,
     device: str = "cpu",
+    every: int = 1,
     progress: Callable[[Iterable[int]], Iterable[int]] | None = None,
 ) -> History:
     device = torch.device(device)
     dtype = x.dtype
-    y_host = y
+    rel, floor = rise_limit(y)
     # Columns and 1x1 parameters, as in the book: ŷ = x²·w + b is a matrix product there,
     # and its backward pass fixes the order in which the gradient sum is added up.
     x = torch.from_numpy(x).to(device).unsqueeze(1)
@@ -49,16 +50,16 @@ def fit(
     w = torch.full((1, 1), w0, dtype=x.dtype, device=device, requires_grad=True)
     b = torch.full((1, 1), b0, dtype=x.dtype, device=device, requires_grad=True)
     on_cpu = device.type == "cpu"
-    rows: list = []
-    rel, floor = rise_limit(y_host)
-    limit = math.inf
+    rows: list = []  # on the CPU, (step, loss, w, b) of the steps kept; on cuda, every step's (loss, w, b)
+    limit, value, done = math.inf, math.nan, steps
 
     for i in progress(range(steps)) if progress else range(steps):
         y_pred = x2.mm(w).add_(b)  # in place: mm's backward needs its inputs, not its output
         loss = F.mse_loss(y_pred, y, reduction="sum") / 2
-        value = loss.item() if on_cpu else loss.detach()
+        previous, value = value, (loss.item() if on_cpu else loss.detach())
         if on_cpu:
             if not value <= limit:  # risen, or not finite (NaN compares false)
+                done, value = i, previous
                 break
             limit = value * (1 + rel) + floor
         loss.backward()
@@ -67,13 +68,22 @@ def fit(
             b -= lr * b.grad
             w.grad.zero_()
             b.grad.zero_()
-            rows.append((value, w.item(), b.item()) if on_cpu else torch.stack((value, w[0, 0], b[0, 0])))
+            if not on_cpu:
+                rows.append(torch.stack((value, w[0, 0], b[0, 0])))
+            elif i % every == 0:
+                rows.append((i, value, w.item(), b.item()))
         if not on_cpu and (i + 1) % CUDA_CHECK_EVERY == 0:
             recent = torch.stack([row[0] for row in rows[-CUDA_CHECK_EVERY - 1 :]])
             if not (torch.isfinite(recent).all() and (recent[1:] <= recent[:-1] * (1 + rel) + floor).all()):
                 break  # the first bad step is found below
 
-    table = np.array(rows, dtype=dtype).reshape(-1, 3) if on_cpu else torch.stack(rows).cpu().numpy()
-    kept = table[: first_bad_step(table[:, 0], rel, floor)]
-    diverged = len(kept) < steps
-    return History(loss=kept[:, 0].copy(), w=kept[:, 1].copy(), b=kept[:, 2].copy(), diverged=diverged)
+    if on_cpu:
+        if done > 0 and (not rows or rows[-1][0] != done - 1):  # the last step done is always kept
+            rows.append((done - 1, value, w.item(), b.item()))
+        table = np.array([row[1:] for row in rows], dtype=dtype).reshape(-1, 3)
+        return history(table, np.array([row[0] for row in rows]), diverged=done < steps)
+    table = torch.stack(rows).cpu().numpy() if rows else np.empty((0, 3), dtype=dtype)
+    done = first_bad_step(table[:, 0], rel, floor)
+    numbers = np.arange(done)
+    keep = (numbers % every == 0) | (numbers == done - 1)
+    return history(table[:done][keep], numbers[keep], diverged=done < steps)

@@ -54,12 +54,15 @@ def evaluate(
     }
 
 
-def _read_loss(history_csv: Path) -> np.ndarray:
+def _read_loss(history_csv: Path) -> tuple[np.ndarray, np.ndarray]:
+    """The step numbers and the losses of a training history."""
     try:
         table = np.loadtxt(history_csv, delimiter=",", skiprows=1, ndmin=2)
     except (OSError, ValueError) as e:
         raise DataFileError(f"{history_csv}: cannot read the training history ({e}); rerun `dvc repro`") from e
-    return table[:, 1]
+    if table.shape[0] == 0 or table.shape[1] < 2:
+        raise DataFileError(f"{history_csv}: no steps in the training history; rerun `dvc repro -f train`")
+    return table[:, 0], table[:, 1]
 
 
 def _run_that_made(fit_json: Path, experiment_name: str) -> str:
@@ -91,15 +94,15 @@ def main(argv: list[str] | None = None) -> None:
         x_test, y_test = datafiles.read_xy(args.test)
         model = Path(args.model)
         fit = datafiles.read_json(model / "fit.json", numbers=("w", "b"))
-        loss = _read_loss(model / "history.csv")
+        step, loss = _read_loss(model / "history.csv")
         run_id = _run_that_made(model / "fit.json", config.experiment_name)
 
         metrics = evaluate(x_train, y_train, x_test, y_test, fit["w"], fit["b"], config.data.true_w, config.data.true_b)
         out = Path(args.plots)
         with datafiles.atomic_path(out / "loss.csv") as tmp:
-            table = np.column_stack([np.arange(len(loss)), loss])
+            table = np.column_stack([step, loss])
             np.savetxt(tmp, table, delimiter=",", header="step,loss", comments="", fmt=["%d", "%.17g"])
-        plots.save(plots.plot_loss(loss, optimum=metrics["optimal_loss"]), out / "loss.png")
+        plots.save(plots.plot_loss(step, loss, optimum=metrics["optimal_loss"]), out / "loss.png")
         figure = plots.plot_evaluation(
             x_train, y_train, x_test, y_test, fit["w"], fit["b"], metrics["w_star"], metrics["b_star"]
         )

@@ -30,7 +30,7 @@ import yaml
 from omegaconf import OmegaConf
 
 from src import datafiles
-from src.config import flatten
+from src.config import flatten, refuse_environment_values
 from src.errors import ConfigError
 from src.stages import load_params, stage_errors
 
@@ -44,6 +44,7 @@ def compose(conf_dir: Path) -> str:
 
     with initialize_config_dir(str(Path(conf_dir).resolve()), version_base=None):
         cfg = hydra_compose(config_name="config")
+    refuse_environment_values(cfg)  # before resolving: the value itself never reaches params.yaml
     OmegaConf.resolve(cfg)
     return OmegaConf.to_yaml(cfg)
 
