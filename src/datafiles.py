@@ -39,6 +39,10 @@ def atomic_path(path: Path) -> Iterator[Path]:
     try:
         yield Path(tmp)
         os.replace(tmp, path)
+    except OSError as e:
+        if e.filename is None:  # a writer that failed on a full disk often does not say which file
+            e.filename = str(path)
+        raise
     finally:
         if os.path.exists(tmp):
             os.remove(tmp)

@@ -52,3 +52,31 @@ def test_data_too_large_for_float64_is_named():
 
     with pytest.raises(ValueError, match="too large for float64"):
         lr_bound(np.array([1e308, 0.5, -1.0]))
+
+
+def test_singular_training_data_is_named():
+    from src.errors import DataFileError
+
+    x = np.array([-1.0, 1.0])  # data.n=2 on [-1, 1]: one x², so w and b trade off
+    with pytest.raises(DataFileError, match="the optimum is not unique"):
+        evaluate(x, np.array([1.0, 1.0]), x, np.array([1.0, 1.0]), 1.0, 0.0, 1.0, 0.0)
+
+
+@pytest.mark.slow
+def test_a_model_no_run_made_writes_nothing(tmp_path, tracking_env):
+    import subprocess
+    import sys
+
+    from src import datafiles
+    from tests.conftest import ROOT
+
+    datafiles.write_xy(tmp_path / "train.csv", np.linspace(-1, 1, 10), np.linspace(0, 3, 10))
+    datafiles.write_json(tmp_path / "models" / "fit.json", {"w": 3.0, "b": 2.0, "final_loss": 0.1})
+    (tmp_path / "models" / "history.csv").write_text("step,loss,w,b\n0,1,2,3\n")
+    command = [sys.executable, "-m", "src.stages.evaluate", "--params", str(ROOT / "params.yaml"),
+               "--train", "train.csv", "--test", "train.csv", "--model", "models", "--metrics", "metrics.json",
+               "--plots", "eval"]  # fmt: skip
+    done = subprocess.run(command, cwd=tmp_path, env=tracking_env, capture_output=True, text=True)
+    assert done.returncode == 1
+    assert "error: models/fit.json: no run in MLflow experiment 'autograd-fit'" in done.stderr
+    assert not (tmp_path / "metrics.json").exists() and not (tmp_path / "eval").exists()

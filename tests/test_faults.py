@@ -7,8 +7,10 @@ import sqlite3
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import closing
+from contextlib import closing, contextmanager
+from pathlib import Path
 
 import numpy as np
 import psutil
@@ -174,18 +176,24 @@ def test_a_half_created_store_without_runs_is_rebuilt_and_one_with_runs_is_named
     assert "has MLflow schema none and 1 runs" in line and "mlflow db upgrade" in line
 
 
-@pytest.fixture
-def full_disk(tmp_path):
-    """A 256 KiB tmpfs: too small for an MLflow store. Needs root; removed after the test."""
-    mount = tmp_path / "full"
+@contextmanager
+def small_disk(mount: Path, size: str) -> Iterator[Path]:
+    """A tmpfs of `size` at `mount`; needs root (the test skips without it). Unmounted after."""
     mount.mkdir()
-    made = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=256k", "tmpfs", str(mount)], capture_output=True)
+    made = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(mount)], capture_output=True)
     if made.returncode != 0:
         pytest.skip(f"cannot mount a tmpfs here: {made.stderr.decode().strip()}")
     try:
         yield mount
     finally:
         subprocess.run(["umount", str(mount)], check=True)
+
+
+@pytest.fixture
+def full_disk(tmp_path):
+    """256 KiB: too small for an MLflow store."""
+    with small_disk(tmp_path / "full", "256k") as mount:
+        yield mount
 
 
 def test_a_full_disk_during_store_creation_is_named_and_leaves_nothing(full_disk, tmp_path):
@@ -235,7 +243,8 @@ def test_a_run_killed_without_unwinding_is_ended_by_the_next_run_and_a_live_one_
             process.wait()
 
 
-def test_a_stage_ends_when_dvc_is_killed(repo):
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGKILL])
+def test_a_stage_ends_when_dvc_is_killed(signum, repo):
     params = (repo / "params.yaml").read_text()
     long_run = params.replace("lr: 0.001", "lr: 1.0e-06").replace("steps: 800", "steps: 1000000")
     (repo / "params.yaml").write_text(long_run.replace("'n': 100", "'n': 200000"))
@@ -248,7 +257,7 @@ def test_a_stage_ends_when_dvc_is_killed(repo):
         assert dvc_process.poll() is None and time.monotonic() < deadline, "training never started"
         time.sleep(0.3)
     [stage] = psutil.Process(dvc_process.pid).children()
-    dvc_process.kill()  # DVC dies without a chance to stop its stage
+    dvc_process.send_signal(signum)  # DVC dies, and does not stop its stage itself
     dvc_process.wait()
     assert psutil.wait_procs([stage], timeout=30)[1] == [], "the train stage trained on without DVC"
     _, [run] = _runs(f"sqlite:///{repo / 'mlflow.db'}")
@@ -274,3 +283,37 @@ def test_warnings_and_errors_go_to_stderr_and_results_to_stdout(tmp_path, tracki
     assert "at or above the stability bound" in done.stderr and "stability bound" not in done.stdout
     assert "final loss" in done.stdout and "final loss" not in done.stderr
     assert "Creating initial MLflow database tables" not in done.stderr + done.stdout
+
+
+def test_a_full_disk_for_the_runs_files_ends_the_run_in_one_line(tmp_path, tracking_env):
+    with small_disk(tmp_path / "small", "48k") as out:  # room for Hydra's files, not for the figures
+        done = run_cli("steps=5", f"hydra.run.dir={out}", cwd=tmp_path, env=tracking_env)
+        assert done.returncode == 1 and "Traceback" not in done.stderr
+        [line] = [ln for ln in done.stderr.splitlines() if ln.startswith("error:")]
+        assert line.startswith(f"error: cannot write {out}") and "No space left on device" in line
+        assert not list(out.glob(".*partial*")), "a partial file was left"
+    _, [run] = _runs(tracking_env["MLFLOW_TRACKING_URI"])
+    assert run.info.status == "FAILED"
+
+
+def test_a_read_only_store_is_named_in_one_line(tmp_path):
+    with small_disk(tmp_path / "ro", "8m") as folder:
+        env = {**_env(), "MLFLOW_TRACKING_URI": f"sqlite:///{folder / 'mlflow.db'}"}
+        assert run_cli("steps=5", cwd=tmp_path, env=env).returncode == 0
+        subprocess.run(["mount", "-o", "remount,ro", str(folder)], check=True)
+        done = run_cli("steps=5", cwd=tmp_path, env=env)
+    assert done.returncode == 1
+    assert done.stderr.strip().splitlines() == [
+        f"error: the MLflow store sqlite:///{folder / 'mlflow.db'} is read-only (attempt to write a readonly "
+        "database); make the file and its folder writable, or point MLFLOW_TRACKING_URI at a writable store"
+    ]
+
+
+def test_a_directory_in_place_of_the_store_is_named_at_once(tmp_path):
+    (tmp_path / "mlflow.db").mkdir()
+    began = time.monotonic()
+    env = {**_env(), "MLFLOW_TRACKING_URI": f"sqlite:///{tmp_path / 'mlflow.db'}"}
+    done = run_cli("steps=5", cwd=tmp_path, env=env)
+    assert time.monotonic() - began < 10
+    assert done.returncode == 1
+    assert done.stderr.strip().startswith("error: the MLflow store") and "is a directory" in done.stderr
