@@ -279,10 +279,32 @@ def tracked_run(
         status = RunStatus.KILLED
         raise
     except Exception as e:
-        mlflow.set_tag("error", str(e)[:5000])  # shown on the run's page in `mlflow ui`
+        try:
+            mlflow.set_tag("error", str(e)[:5000])  # shown on the run's page in `mlflow ui`
+        except STORE_ERRORS:
+            pass  # the store itself failed: the error that reaches the console says how
         raise
     finally:
-        mlflow.end_run(RunStatus.to_string(status))
+        _end_run(RunStatus.to_string(status))
+
+
+# Each write to a locked SQLite store waits up to 20 s (the busy timeout MLflow sets). A run
+# whose logging failed that way still has to be ended: that is retried for up to this long.
+END_RUN_RETRY_SECONDS = 60
+
+
+def _end_run(status: str) -> None:
+    """End the active run with `status`, retrying while the store is locked; past the deadline the
+    run stays RUNNING until the next run ends it (see `close_stale_runs`)."""
+    deadline = time.monotonic() + END_RUN_RETRY_SECONDS
+    while True:
+        try:
+            mlflow.end_run(status)
+            return
+        except STORE_ERRORS as e:
+            if "locked" not in str(e) or time.monotonic() > deadline:
+                raise
+            time.sleep(1)
 
 
 def standard_tags(tags: Mapping[str, str]) -> dict[str, str]:

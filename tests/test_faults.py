@@ -317,3 +317,28 @@ def test_a_directory_in_place_of_the_store_is_named_at_once(tmp_path):
     assert time.monotonic() - began < 10
     assert done.returncode == 1
     assert done.stderr.strip().startswith("error: the MLflow store") and "is a directory" in done.stderr
+
+
+def test_a_lock_held_while_a_run_logs_fails_it_cleanly_once_released(tmp_path, tracking_env):
+    assert run_cli("steps=5", cwd=tmp_path, env=tracking_env).returncode == 0
+    process = subprocess.Popen(
+        [sys.executable, "-m", "src.train", "steps=400000", f"hydra.run.dir={tmp_path / 'out'}"],
+        cwd=tmp_path, env=tracking_env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    deadline = time.monotonic() + 120
+    while _statuses(tmp_path / "mlflow.db").count("RUNNING") == 0:
+        assert process.poll() is None and time.monotonic() < deadline, "the run never started"
+        time.sleep(0.1)
+    holder = sqlite3.connect(tmp_path / "mlflow.db", isolation_level=None)
+    holder.execute("BEGIN EXCLUSIVE")  # held across the end of training and the logging
+    time.sleep(45)
+    holder.execute("ROLLBACK")
+    holder.close()
+    _, stderr = process.communicate(timeout=180)
+    assert process.returncode == 1
+    assert stderr.strip().splitlines() == [
+        f"error: the MLflow store {tracking_env['MLFLOW_TRACKING_URI']} is locked by another process ((sqlite3."
+        "OperationalError) database is locked); close whatever holds it (an open sqlite3 shell, a stuck process) "
+        "and run again"
+    ]
+    assert sorted(_statuses(tmp_path / "mlflow.db")) == ["FAILED", "FINISHED"]
