@@ -41,7 +41,14 @@ class BelowWarning(logging.Filter):
 
 
 def _raise_interrupt(signum, frame):
+    for stop in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(stop, _already_stopping)
     raise KeyboardInterrupt(signal.Signals(signum).name)
+
+
+def _already_stopping(signum, frame):
+    """A second SIGINT or SIGTERM (DVC forwards one, then Linux sends another when DVC dies) must
+    not cut short the unwinding the first one began: the MLflow run still has to be ended."""
 
 
 @contextmanager

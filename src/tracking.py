@@ -11,6 +11,7 @@ import fcntl
 import logging
 import os
 import platform
+import signal
 import socket
 import sqlite3
 import subprocess
@@ -264,15 +265,23 @@ def tracked_run(
     if system_metrics:
         mlflow.set_system_metrics_sampling_interval(max(1.0, expected_seconds / SYSTEM_METRICS_POINTS))
         mlflow.set_system_metrics_samples_before_logging(1)
-    run = mlflow.start_run(
-        experiment_id=experiment_id,
-        run_name=run_name,
-        tags=dict(tags),
-        parent_run_id=parent_run_id,
-        log_system_metrics=system_metrics,
-    )
+    # A Ctrl-C or SIGTERM while start_run is still at work, after it has created the run, would
+    # leave the run RUNNING: such a signal is held until the `try` below can end the run KILLED.
+    held = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT, signal.SIGTERM})
+    try:
+        run = mlflow.start_run(
+            experiment_id=experiment_id,
+            run_name=run_name,
+            tags=dict(tags),
+            parent_run_id=parent_run_id,
+            log_system_metrics=system_metrics,
+        )
+    except BaseException:
+        signal.pthread_sigmask(signal.SIG_SETMASK, held)
+        raise
     status = RunStatus.FAILED
     try:
+        signal.pthread_sigmask(signal.SIG_SETMASK, held)  # a signal held above is handled here
         yield run.info.run_id
         status = RunStatus.FINISHED
     except KeyboardInterrupt:

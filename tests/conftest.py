@@ -30,6 +30,19 @@ def compose_config(*overrides: str) -> DictConfig:
         return compose(config_name="config", overrides=list(overrides))
 
 
+@pytest.fixture(autouse=True)
+def _no_tracking_uri_leaks(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    """mlflow.set_tracking_uri, which src.tracking calls, also sets MLFLOW_TRACKING_URI in os.environ:
+    undo both after each test, so that no later test's subprocess inherits a store it did not choose."""
+    import mlflow
+
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", os.environ.get("MLFLOW_TRACKING_URI", ""))
+    if not os.environ["MLFLOW_TRACKING_URI"]:
+        monkeypatch.delenv("MLFLOW_TRACKING_URI")
+    yield
+    mlflow.set_tracking_uri(None)  # back to MLflow's default; monkeypatch then restores the variable
+
+
 @pytest.fixture
 def tracking_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> dict[str, str]:
     """An environment whose MLflow store is a fresh SQLite file under tmp_path."""
