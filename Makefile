@@ -17,6 +17,7 @@ $(VENV)/.installed: requirements.lock pyproject.toml
 
 run: setup          ## set up, then run the pipeline (params -> generate -> train -> evaluate)
 	PATH="$(abspath $(BIN)):$$PATH" $(BIN)/dvc repro
+	@$(BIN)/python -m src.stages.params --check
 	@echo
 	@echo "Results:"
 	@echo "  metrics        metrics.json          (dvc metrics show)"

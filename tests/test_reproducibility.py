@@ -108,6 +108,7 @@ def test_exp_run_values_survive_make_run(repo, tmp_path):
     assert done.returncode == 0, done.stdout + done.stderr
     assert stages_run(done.stdout + done.stderr) == []
     assert params(repo)["lr"] == 0.01
+    assert "params.yaml keeps values that differ from conf/: lr (params.yaml 0.01, conf/ 0.001)" in done.stderr
     _, runs_now = runs(repo)
     assert [r.data.params["lr"] for r in runs_now] == ["0.001", "0.01"]
 

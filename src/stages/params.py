@@ -15,7 +15,8 @@ whatever `params.yaml` holds. This stage comes first and runs whenever `conf/` o
   the keys and the commands that settle it.
 
 Git tells "as committed" from "changed". `--reset` composes `params.yaml` from `conf/` on
-purpose (`make params`), printing the values it replaces.
+purpose (`make params`), printing the values it replaces; `--check` only says which differ
+(`make run` ends with it).
 """
 
 from __future__ import annotations
@@ -112,13 +113,28 @@ def reset(params_path: Path, conf_dir: Path) -> str:
     return f"{params_path}: composed from {conf_dir}/" + (f", replacing {'; '.join(differ)}" if differ else "")
 
 
+def check(params_path: Path, conf_dir: Path) -> str | None:
+    """A line saying which values of `params_path` differ from `conf_dir`, or None when none do."""
+    current = yaml.safe_load(params_path.read_text()) if params_path.is_file() else {}
+    differ = differences(current if isinstance(current, dict) else {}, yaml.safe_load(compose(conf_dir)))
+    if not differ:
+        return None
+    return (f"{params_path} keeps values that differ from {conf_dir}/: {'; '.join(differ)} "
+            f"(`make params` takes {conf_dir}/ instead)")  # fmt: skip
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--params", default="params.yaml", type=Path)
     parser.add_argument("--conf", default="conf", type=Path)
     parser.add_argument("--reset", action="store_true", help="compose params.yaml from conf/, replacing its values")
+    parser.add_argument("--check", action="store_true", help="say which values of params.yaml differ from conf/")
     args = parser.parse_args(argv)
     with stage_errors():
+        if args.check:
+            if note := check(args.params, args.conf):
+                log.info("%s", note)
+            return
         if args.reset:
             log.info("%s", reset(args.params, args.conf))
         else:
