@@ -12,6 +12,11 @@ from contextlib import contextmanager
 log = logging.getLogger(__name__)
 
 
+# Set when `clean_exit` ends the process on an interrupt: exit hooks (a sweep's) read it to
+# record how the process ended.
+interrupted_by: str | None = None
+
+
 class UserError(Exception):
     """A failure with a cause the user can fix; the message says what to do."""
 
@@ -71,7 +76,9 @@ def clean_exit() -> Iterator[None]:
             raise
         raise SystemExit(f"error: {e}") from None
     except KeyboardInterrupt as e:
-        log.error("interrupted (%s); the MLflow run, if one was open, is marked KILLED", e or "SIGINT")
+        global interrupted_by
+        interrupted_by = str(e) or "SIGINT"
+        log.error("interrupted (%s); the MLflow run, if one was open, is marked KILLED", interrupted_by)
         raise SystemExit(130) from None
     except MemoryError as e:  # numpy's says how much it asked for
         if os.environ.get("HYDRA_FULL_ERROR") == "1":

@@ -113,8 +113,9 @@ def loss(x: np.ndarray, y: np.ndarray, w: float, b: float) -> float:
 
 def hessian(x: np.ndarray) -> tuple[float, float, float]:
     """The (constant) Hessian of the loss in (w, b), [[a, c], [c, d]], as (a, c, d) = (Σx⁴, Σx², n)."""
-    x2 = np.square(x, dtype=np.float64)
-    return float(np.sum(x2 * x2)), float(np.sum(x2)), float(x.size)
+    with np.errstate(over="ignore"):  # too large an x is reported by the callers, which check for inf
+        x2 = np.square(x, dtype=np.float64)
+        return float(np.sum(x2 * x2)), float(np.sum(x2)), float(x.size)
 
 
 def lr_bound(x: np.ndarray) -> float:

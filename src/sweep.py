@@ -7,22 +7,25 @@ through the environment, which every launcher passes on to its workers. Each job
 run with `mlflow.start_run(parent_run_id=...)`, which is how `mlflow ui` nests runs. When the
 sweep ends the parent gets a summary: the best job, a table of final losses, and final loss
 against lr for each backend; the best job's model is registered under the experiment's name
-with the alias `best`. A sweep that dies still closes its parent run, as FAILED.
+with the alias `best`. A sweep stopped by Ctrl-C or SIGTERM stops its jobs and closes its
+parent run as KILLED; one that dies otherwise closes it as FAILED.
 """
 
 from __future__ import annotations
 
 import atexit
+import contextlib
 import logging
 import math
 import os
 import time
 from collections.abc import Mapping
 
+import psutil
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig
 
-from src import plots, tracking
+from src import errors, plots, tracking
 
 PARENT_RUN_ENV = "SWEEP_PARENT_RUN_ID"
 TABLE_COLUMNS = ("job", "backend", "lr", "seed", "status", "final_loss", "objective", "run_id")
@@ -44,6 +47,19 @@ def summarize(rows: list[Mapping]) -> dict:
     return {"jobs": len(rows), "finished": len(finished), "best": best}
 
 
+def _stop(processes: list, grace: float = 5) -> None:
+    """SIGTERM, then SIGKILL after `grace` seconds for any still alive (loky's resource tracker
+    ignores SIGTERM; a job ends its run within a second)."""
+    for process in processes:
+        with contextlib.suppress(psutil.NoSuchProcess):
+            process.terminate()
+    _, alive = psutil.wait_procs(processes, timeout=grace)
+    for process in alive:
+        with contextlib.suppress(psutil.NoSuchProcess):
+            process.kill()
+    psutil.wait_procs(alive, timeout=5)
+
+
 def _markdown_table(rows: list[Mapping]) -> str:
     lines = ["| " + " | ".join(TABLE_COLUMNS) + " |", "|" + " --- |" * len(TABLE_COLUMNS)]
     lines += ["| " + " | ".join(str(r[c]) for c in TABLE_COLUMNS) + " |" for r in rows]
@@ -63,11 +79,25 @@ class MlflowSweepCallback(Callback):
         tags = tracking.standard_tags({**tracking.run_tags("sweep", "-"), "sweep": "true"})
         self._client, self._parent = client, client.create_run(experiment_id, run_name=name, tags=tags).info.run_id
         os.environ[PARENT_RUN_ENV] = self._parent
-        atexit.register(self._close, "FAILED")  # runs only if the sweep never reaches on_multirun_end
+        atexit.register(self._abandon)  # runs only if the sweep never reaches on_multirun_end
         log.info("sweep parent MLflow run %s (%s)", self._parent, name)
 
     def on_multirun_end(self, config: DictConfig, **kwargs) -> None:
         self._close("FINISHED", OBJECTIVE_METRIC[config.objective])
+
+    def _abandon(self) -> None:
+        """End a sweep that stopped before its end: on an interrupt (SIGINT, SIGTERM) as KILLED, else FAILED.
+
+        Jobs still running in worker processes (joblib, submitit_local) are stopped with SIGTERM,
+        which ends each one's run KILLED; a worker its launcher already killed outright left its
+        run RUNNING, and `close_stale_runs` ends it.
+        """
+        if self._parent is None:
+            return
+        _stop(psutil.Process().children(recursive=True))
+        experiment_id = self._client.get_run(self._parent).info.experiment_id
+        tracking.close_stale_runs(self._client, experiment_id)
+        self._close("KILLED" if errors.interrupted_by else "FAILED")
 
     def _close(self, status: str, objective_metric: str = "final_loss") -> None:
         if self._parent is None:
@@ -80,7 +110,7 @@ class MlflowSweepCallback(Callback):
             self._log_summary(parent, rows, summary, objective_metric)
             if summary["best"]:
                 summary["version"] = tracking.register_model(summary["best"]["run_id"], self._experiment_name)
-            if summary["finished"] == 0:
+            if status == "FINISHED" and summary["finished"] == 0:
                 status = "FAILED"
         finally:
             self._client.set_terminated(parent, status)

@@ -151,8 +151,9 @@ def _warn_if_long(seconds: float, points: int, every: int) -> None:
         return
     every_k = every * math.ceil(size / (LARGE_HISTORY_BYTES / 10))
     advice = f"; log_every={every_k} would log about {size / every_k * every / 1e9:.2f} GB" if every_k > every else ""
-    log.warning("this run is estimated to take %.0f min and to log %d steps (about %.1f GB in MLflow)%s",
-                seconds / 60, points, size / 1e9, advice)  # fmt: skip
+    duration = f"{seconds / 60:.0f} min" if seconds >= 120 else f"{seconds:.0f} s"
+    log.warning("this run is estimated to take %s and to log %d steps (about %.1f GB in MLflow)%s",
+                duration, points, size / 1e9, advice)  # fmt: skip
 
 
 # Bytes per data point at the peak of a run: x, y, the noise, x², and the two scratch arrays.
@@ -262,4 +263,5 @@ def log_summary(result: Result, experiment_name: str, browse_hint: bool = True) 
 
 
 if __name__ == "__main__":
-    main()
+    with clean_exit():  # in a multirun, this process launches the jobs: an interrupt stops them all (src.sweep)
+        main()

@@ -165,3 +165,16 @@ def runs(repo: Path):
     client = MlflowClient(f"sqlite:///{repo / 'mlflow.db'}")
     experiment = client.get_experiment_by_name("autograd-fit")
     return client, client.search_runs([experiment.experiment_id], order_by=["attributes.start_time ASC"])
+
+
+def run_statuses(db: Path) -> list[str]:
+    """The statuses of the runs in an SQLite store, read with plain sqlite3: an MlflowClient here
+    would race the set-up of the store by the runs under test."""
+    import sqlite3
+    from contextlib import closing
+
+    try:
+        with closing(sqlite3.connect(f"file:{db}?mode=ro", uri=True)) as con:
+            return [status for (status,) in con.execute("SELECT status FROM runs")]
+    except sqlite3.Error:
+        return []

@@ -18,7 +18,7 @@ import pytest
 from mlflow.tracking import MlflowClient
 
 from src import tracking
-from tests.conftest import BIN, ROOT, run_cli
+from tests.conftest import BIN, ROOT, run_cli, run_statuses
 
 pytestmark = pytest.mark.slow
 LONG_RUN = ["data.n=200000", "steps=1000000", "lr=1e-6"]  # minutes of stable training (the bound is ≈ 9e-6)
@@ -26,15 +26,6 @@ LONG_RUN = ["data.n=200000", "steps=1000000", "lr=1e-6"]  # minutes of stable tr
 
 def _env():
     return {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}
-
-
-def _statuses(db) -> list[str]:
-    """Run statuses read with plain sqlite3: opening an MlflowClient here would race the run's own set-up."""
-    try:
-        with closing(sqlite3.connect(f"file:{db}?mode=ro", uri=True)) as con:
-            return [status for (status,) in con.execute("SELECT status FROM runs")]
-    except sqlite3.Error:
-        return []
 
 
 def _runs(uri):
@@ -52,7 +43,7 @@ def test_interrupted_run_ends_killed_and_leaves_no_partial_output(signum, tmp_pa
     )  # fmt: skip
     uri = tracking_env["MLFLOW_TRACKING_URI"]
     deadline = time.monotonic() + 120
-    while "RUNNING" not in _statuses(tmp_path / "mlflow.db"):
+    while "RUNNING" not in run_statuses(tmp_path / "mlflow.db"):
         assert process.poll() is None and time.monotonic() < deadline, "the run never started"
         time.sleep(0.3)
     time.sleep(0.5)  # well inside the training loop now
@@ -215,7 +206,7 @@ def test_a_run_killed_without_unwinding_is_ended_by_the_next_run_and_a_live_one_
     )  # fmt: skip
     try:
         deadline = time.monotonic() + 120
-        while _statuses(tmp_path / "mlflow.db").count("RUNNING") < 2:
+        while run_statuses(tmp_path / "mlflow.db").count("RUNNING") < 2:
             assert victim.poll() is None and time.monotonic() < deadline, "the runs never started"
             time.sleep(0.3)
         victim.kill()  # SIGKILL: nothing unwinds, the run stays RUNNING
@@ -253,7 +244,7 @@ def test_a_stage_ends_when_dvc_is_killed(signum, repo):
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
     )  # fmt: skip
     deadline = time.monotonic() + 120
-    while "RUNNING" not in _statuses(repo / "mlflow.db"):
+    while "RUNNING" not in run_statuses(repo / "mlflow.db"):
         assert dvc_process.poll() is None and time.monotonic() < deadline, "training never started"
         time.sleep(0.3)
     [stage] = psutil.Process(dvc_process.pid).children()
@@ -326,7 +317,7 @@ def test_a_lock_held_while_a_run_logs_fails_it_cleanly_once_released(tmp_path, t
         cwd=tmp_path, env=tracking_env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
     )  # fmt: skip
     deadline = time.monotonic() + 120
-    while _statuses(tmp_path / "mlflow.db").count("RUNNING") == 0:
+    while run_statuses(tmp_path / "mlflow.db").count("RUNNING") == 0:
         assert process.poll() is None and time.monotonic() < deadline, "the run never started"
         time.sleep(0.1)
     holder = sqlite3.connect(tmp_path / "mlflow.db", isolation_level=None)
@@ -341,4 +332,4 @@ def test_a_lock_held_while_a_run_logs_fails_it_cleanly_once_released(tmp_path, t
         "OperationalError) database is locked); close whatever holds it (an open sqlite3 shell, a stuck process) "
         "and run again"
     ]
-    assert sorted(_statuses(tmp_path / "mlflow.db")) == ["FAILED", "FINISHED"]
+    assert sorted(run_statuses(tmp_path / "mlflow.db")) == ["FAILED", "FINISHED"]

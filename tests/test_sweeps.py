@@ -1,14 +1,18 @@
 """Multiruns with every launcher, Optuna search, and a real remote tracking server."""
 
 import os
+import signal
+import subprocess
+import sys
 import time
 
+import psutil
 import pytest
 from hydra import compose, initialize_config_dir
 from mlflow.tracking import MlflowClient
 
 from src.sweep import summarize
-from tests.conftest import CONF, free_port, mlflow_service, rest, run_cli
+from tests.conftest import CONF, free_port, mlflow_service, rest, run_cli, run_statuses
 
 pytestmark = pytest.mark.slow
 
@@ -126,3 +130,30 @@ def test_an_unreachable_server_fails_fast_and_logs_nothing(tmp_path):
     assert "Traceback" not in done.stderr
     assert elapsed < 30  # seconds, process start-up included; MLflow's own retries take minutes
     assert not list(tmp_path.rglob("*.png")), "outputs were written for a run that was never recorded"
+
+
+@pytest.mark.parametrize(
+    "launcher,signum,to_group",
+    [("joblib", signal.SIGTERM, False), ("joblib", signal.SIGINT, True), ("submitit_local", signal.SIGTERM, False)],
+    ids=["joblib-SIGTERM-to-main", "joblib-Ctrl-C-to-group", "submitit_local-SIGTERM-to-main"],
+)
+def test_an_interrupted_parallel_sweep_stops_its_workers_and_ends_every_run_killed(
+    launcher, signum, to_group, tmp_path, tracking_env
+):
+    process = subprocess.Popen(
+        [sys.executable, "-m", "src.train", "-m", f"hydra/launcher={launcher}", "lr=0.001,0.002", "steps=3000000"],
+        cwd=tmp_path, env=tracking_env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+        start_new_session=True,
+    )  # fmt: skip
+    db, deadline = tmp_path / "mlflow.db", time.monotonic() + 120
+    while run_statuses(db).count("RUNNING") < 3:  # the parent and both jobs
+        assert process.poll() is None and time.monotonic() < deadline, "the sweep never got going"
+        time.sleep(0.3)
+    workers = psutil.Process(process.pid).children(recursive=True)
+    os.killpg(process.pid, signum) if to_group else process.send_signal(signum)
+    output, _ = process.communicate(timeout=120)
+    assert process.returncode == 130
+    assert "Traceback" not in output
+    assert f"interrupted ({signal.Signals(signum).name})" in output
+    assert psutil.wait_procs(workers, timeout=10)[1] == [], "a worker trains on after the sweep stopped"
+    assert sorted(run_statuses(db)) == ["KILLED"] * 3
