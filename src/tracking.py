@@ -79,6 +79,8 @@ def open_experiment(uri: str, name: str) -> tuple[MlflowClient, str]:
     # MLflow logs every store error with its traceback, then raises it; it is reported here in one line.
     logging.getLogger("mlflow.store.db.utils").setLevel(logging.CRITICAL)
     try:
+        if db is not None and db.exists():
+            _check_writable(db)
         if db is None or _experiment_exists(db, name):
             client = MlflowClient(uri)
             mlflow.set_tracking_uri(uri)  # for the fluent calls: start_run, log_model, register_model
@@ -199,6 +201,18 @@ def _prepare_store(db: Path) -> None:
         os.replace(building, db)
     finally:
         building.unlink(missing_ok=True)
+
+
+# How long opening a store waits for another process's write lock before saying so. (Each
+# write of a run waits longer, 20 s, MLflow's own setting: see END_RUN_RETRY_SECONDS.)
+LOCK_WAIT_SECONDS = 5
+
+
+def _check_writable(db: Path) -> None:
+    """Raise sqlite3.Error at once (within LOCK_WAIT_SECONDS) when `db` is locked or read-only."""
+    with closing(sqlite3.connect(db, timeout=LOCK_WAIT_SECONDS)) as con:
+        con.execute("BEGIN IMMEDIATE")  # takes the write lock, as a run's first write would
+        con.rollback()
 
 
 def _schema_and_runs(db: Path) -> tuple[str | None, int]:
