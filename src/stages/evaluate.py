@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -57,7 +58,9 @@ def evaluate(
 def _read_loss(history_csv: Path) -> tuple[np.ndarray, np.ndarray]:
     """The step numbers and the losses of a training history."""
     try:
-        table = np.loadtxt(history_csv, delimiter=",", skiprows=1, ndmin=2)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", UserWarning)  # "input contained no data": reported below
+            table = np.loadtxt(history_csv, delimiter=",", skiprows=1, ndmin=2)
     except (OSError, ValueError) as e:
         raise DataFileError(f"{history_csv}: cannot read the training history ({e}); rerun `dvc repro`") from e
     if table.shape[0] == 0 or table.shape[1] < 2:
