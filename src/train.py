@@ -160,7 +160,7 @@ def _warn_if_long(seconds: float, points: int, every: int) -> None:
 PEAK_BYTES_PER_POINT = 6
 
 
-def _check_memory(n: int, dtype: str) -> None:
+def _check_memory(n: int) -> None:
     """Refuse, before drawing anything, a run whose arrays cannot fit in the memory that is free."""
     import psutil
 
@@ -215,7 +215,7 @@ def main(cfg: DictConfig) -> float:
     in_sweep = hydra_config.mode == RunMode.MULTIRUN
     with clean_exit():
         config = load_config(cfg)
-        _check_memory(config.data.n, config.dtype.value)
+        _check_memory(config.data.n)
         resolved = OmegaConf.to_container(cfg, resolve=True)
         tags = {"sweep_job": str(hydra_config.job.num)} if in_sweep else {}
         name = _sweep_job_name(hydra_config.job.num, hydra_config.overrides.task) if in_sweep else None

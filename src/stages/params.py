@@ -61,6 +61,12 @@ def differences(params: dict, conf: dict) -> list[str]:
     ]
 
 
+def _differences_from(params_path: Path, composed: str) -> list[str]:
+    """`differences` between the params file (empty when missing or not a mapping) and `composed`."""
+    current = yaml.safe_load(params_path.read_text()) if params_path.is_file() else {}
+    return differences(current if isinstance(current, dict) else {}, yaml.safe_load(composed))
+
+
 def changed_since_commit(path: Path) -> bool | None:
     """Whether `path` differs from git's HEAD (untracked files count); None outside a git repository."""
     try:
@@ -85,8 +91,7 @@ def reconcile(params_path: Path, conf_dir: Path, in_experiment: bool) -> str:
     if not params_path.is_file():
         datafiles.write_text(params_path, composed)
         return f"{params_path}: composed from {conf_dir}/"
-    current = yaml.safe_load(params_path.read_text())
-    differ = differences(current if isinstance(current, dict) else {}, yaml.safe_load(composed))
+    differ = _differences_from(params_path, composed)
     if not differ:
         return f"{params_path}: in step with {conf_dir}/"
     if in_experiment:
@@ -107,16 +112,14 @@ def reconcile(params_path: Path, conf_dir: Path, in_experiment: bool) -> str:
 def reset(params_path: Path, conf_dir: Path) -> str:
     """Compose `params_path` from `conf_dir`, whatever it held; return what changed."""
     composed = compose(conf_dir)
-    previous = yaml.safe_load(params_path.read_text()) if params_path.is_file() else {}
-    differ = differences(previous if isinstance(previous, dict) else {}, yaml.safe_load(composed))
+    differ = _differences_from(params_path, composed)
     datafiles.write_text(params_path, composed)
     return f"{params_path}: composed from {conf_dir}/" + (f", replacing {'; '.join(differ)}" if differ else "")
 
 
 def check(params_path: Path, conf_dir: Path) -> str | None:
     """A line saying which values of `params_path` differ from `conf_dir`, or None when none do."""
-    current = yaml.safe_load(params_path.read_text()) if params_path.is_file() else {}
-    differ = differences(current if isinstance(current, dict) else {}, yaml.safe_load(compose(conf_dir)))
+    differ = _differences_from(params_path, compose(conf_dir))
     if not differ:
         return None
     return (f"{params_path} keeps values that differ from {conf_dir}/: {'; '.join(differ)} "
