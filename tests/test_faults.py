@@ -244,7 +244,8 @@ def test_a_stage_ends_when_dvc_is_killed(signum, repo):
     long_run = params.replace("lr: 0.001", "lr: 1.0e-06").replace("steps: 800", "steps: 1000000")
     (repo / "params.yaml").write_text(long_run.replace("'n': 100", "'n': 200000"))
     dvc_process = subprocess.Popen(
-        [str(BIN / "dvc"), "repro"], cwd=repo, env={**_env(), "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}"},
+        [str(BIN / "dvc"), "repro"], cwd=repo,
+        env={**_env(), "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}", "SHELL": "/bin/sh"},  # dash: no implicit exec
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
     )  # fmt: skip
     deadline = time.monotonic() + 120
