@@ -102,7 +102,8 @@ def test_numpy_training_never_imports_torch(tracking_env, tmp_path):
 import sys
 from pathlib import Path
 from src.config import load_config
-from src.train import make_problem, train
+from src.sampling import make_problem
+from src.train import train
 from tests.conftest import compose_config
 config = load_config(compose_config("backend=numpy", "steps=5"))
 train(config, {{}}, make_problem(config), Path({str(tmp_path)!r}))

@@ -8,7 +8,7 @@ from hypothesis import strategies as st
 from src.backends import load_fit, resolve_device
 from src.config import load_config
 from src.problem import lr_bound
-from src.train import make_problem
+from src.sampling import make_problem
 from tests.conftest import compose_config
 
 configs = st.fixed_dictionaries(

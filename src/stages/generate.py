@@ -7,8 +7,8 @@ import logging
 
 from src import datafiles, problem
 from src.config import TrainConfig
+from src.sampling import make_problem, make_test_set
 from src.stages import load_params, stage_errors
-from src.train import make_problem, make_test_set
 
 log = logging.getLogger(__name__)
 
