@@ -4,7 +4,7 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: setup run test test-fast verify lint lock clean plots-template params
+.PHONY: setup run test test-fast verify lint lock clean plots-template params ui
 
 setup: $(VENV)/.installed
 
@@ -23,7 +23,11 @@ run: setup          ## set up, then run the pipeline (params -> generate -> trai
 	@echo "  metrics        metrics.json          (dvc metrics show)"
 	@echo "  plots          eval/fit.png, eval/loss.png, eval/loss.csv   (dvc plots show -> dvc_plots/index.html)"
 	@echo "  model          models/fit.json, models/history.csv"
-	@echo "  MLflow runs    $(BIN)/mlflow ui   then open http://127.0.0.1:5000"
+	@echo "  MLflow runs    make ui   (prints the link to the runs table)"
+
+PORT ?= 5000
+ui: setup           ## mlflow ui on this project's store: one worker, no job consumers; prints the runs table's link
+	$(BIN)/python -m src.ui --port $(PORT)
 
 test: setup         ## every test, slow ones included (what CI runs)
 	$(BIN)/python -m pytest -m "slow or not slow"

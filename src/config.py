@@ -10,7 +10,7 @@ from __future__ import annotations
 import math
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import Field, dataclass, field
 from enum import Enum
 
 from omegaconf import MISSING, DictConfig, OmegaConf
@@ -56,6 +56,15 @@ class Init(Enum):
     zeros = "zeros"
 
 
+def doc(meaning: str, allowed: str = "") -> Field:
+    """A schema field with no default (the value comes from conf/) and its documentation.
+
+    `python -m src.train --help` and the README's table of keys are generated from these
+    (src/usage.py); an Enum field's allowed values come from the Enum itself.
+    """
+    return field(default=MISSING, metadata={"meaning": meaning, "allowed": allowed})
+
+
 @dataclass
 class BackendConfig:
     name: Backend = MISSING
@@ -63,34 +72,40 @@ class BackendConfig:
 
 @dataclass
 class DataConfig:
-    n: int = MISSING
-    noise: float = MISSING
-    true_w: float = MISSING
-    true_b: float = MISSING
-    x_min: float = MISSING
-    x_max: float = MISSING
+    n: int = doc("number of points, on linspace(x_min, x_max)", ">= 2")
+    noise: float = doc("noise amplitude: y = true_w·x² + true_b + noise·U(0, 1)", ">= 0")
+    true_w: float = doc("the w that generates the data", "finite")
+    true_b: float = doc("the b that generates the data", "finite")
+    x_min: float = doc("the smallest x", "finite, < x_max")
+    x_max: float = doc("the largest x", "finite, > x_min")
 
 
 @dataclass
 class InitConfig:
-    w: Init = MISSING
-    b: Init = MISSING
+    w: Init = doc("how the initial w is drawn: U(0, 1), N(0, 1) or 0")
+    b: Init = doc("how the initial b is drawn: U(0, 1), N(0, 1) or 0")
 
 
 @dataclass
 class TrainConfig:
-    backend: BackendConfig = field(default_factory=BackendConfig)
-    device: Device = MISSING
-    dtype: DType = MISSING
-    lr: float = MISSING
-    steps: int = MISSING
-    log_every: int = MISSING
-    seed: int = MISSING
-    rng: Stream = MISSING
+    backend: BackendConfig = field(
+        default_factory=BackendConfig,
+        metadata={"meaning": "config group: hand-written NumPy gradients (§2.6) or torch autograd (§2.7)"},
+    )
+    device: Device = doc("where torch computes; auto: cuda when usable. The numpy backend is CPU-only")
+    dtype: DType = doc("the floating-point type of the data, w and b")
+    lr: float = doc("the gradient-descent step size", "> 0; stable below 2/λ_max (see Step size)")
+    steps: int = doc("how many gradient-descent steps", ">= 1")
+    log_every: int = doc("keep every k-th step (and the last) of the history: raise it for long runs", ">= 1")
+    seed: int = doc("the seed of the random stream", ">= 0; < 2**32 for legacy_numpy, < 2**64 for legacy_torch")
+    rng: Stream = doc(
+        "where the data and the start come from. generator: np.random.default_rng(seed), the same for both "
+        "backends; legacy_numpy, legacy_torch: the book's global-RNG streams (§2.6, §2.7)"
+    )
     data: DataConfig = field(default_factory=DataConfig)
     init: InitConfig = field(default_factory=InitConfig)
-    objective: Objective = MISSING
-    experiment_name: str = MISSING
+    objective: Objective = doc("what a run returns to a sweeper: the final training loss, or the held-out MSE")
+    experiment_name: str = doc("the MLflow experiment that runs are recorded in", "any name")
 
 
 def load_config(cfg: DictConfig) -> TrainConfig:

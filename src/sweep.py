@@ -66,6 +66,16 @@ def _markdown_table(rows: list[Mapping]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def _optuna_logs_through_hydra(config: DictConfig) -> None:
+    """Optuna logs through its own colour handler, which writes ANSI codes into files too; send its
+    records to Hydra's handlers instead, so they look like every other line, on the console and in multirun.log."""
+    if "optuna" in str(config.hydra.sweeper.get("_target_", "")):
+        import optuna.logging
+
+        optuna.logging.disable_default_handler()
+        optuna.logging.enable_propagation()
+
+
 class MlflowSweepCallback(Callback):
     def __init__(self) -> None:
         self._client = None
@@ -73,6 +83,7 @@ class MlflowSweepCallback(Callback):
         self._experiment_name = ""
 
     def on_multirun_start(self, config: DictConfig, **kwargs) -> None:
+        _optuna_logs_through_hydra(config)
         client, experiment_id = tracking.open_experiment(tracking.tracking_uri(), config.experiment_name)
         self._experiment_name = config.experiment_name
         name = f"sweep {time.strftime('%H:%M:%S')}"  # the date is in the Created column beside it
@@ -123,6 +134,7 @@ class MlflowSweepCallback(Callback):
         experiment_id = self._client.get_run(parent).info.experiment_id
         log.info("sweep page: %s  (summary: sweep_summary.md and final_loss_vs_lr.png in its artifacts)",
                  tracking.run_link(parent, experiment_id))  # fmt: skip
+        log.info("%s", tracking.browse_hint())
 
     def _children(self, parent: str, objective_metric: str) -> list[dict]:
         runs = self._client.search_runs(

@@ -8,6 +8,7 @@ root (an absolute path, so runs started from any folder land in it) and artifact
 from __future__ import annotations
 
 import fcntl
+import io
 import logging
 import os
 import platform
@@ -19,7 +20,7 @@ import time
 import urllib.request
 import warnings
 from collections.abc import Iterator, Mapping
-from contextlib import closing, contextmanager
+from contextlib import closing, contextmanager, redirect_stderr
 from importlib import metadata
 from pathlib import Path
 
@@ -383,9 +384,24 @@ MODEL_URI_TAG = "model_uri"  # the models:/m-... URI of the run's logged model
 def register_model(run_id: str, name: str, alias: str = "best") -> str:
     """Register run `run_id`'s model under `name` and point `alias` at the new version; return its version."""
     client = MlflowClient(tracking_uri())
-    version = mlflow.register_model(client.get_run(run_id).data.tags[MODEL_URI_TAG], name).version
+    model_uri = client.get_run(run_id).data.tags[MODEL_URI_TAG]
+    with redirect_stderr(io.StringIO()) as printed:  # "Successfully registered model ...", print()ed
+        version = mlflow.register_model(model_uri, name).version
+    for line in printed.getvalue().splitlines():
+        if not line.startswith(("Successfully registered model", "Registered model", "Created version")):
+            log.warning("%s", line)
     client.set_registered_model_alias(name, alias, version)
     return str(version)
+
+
+def browse_hint() -> str:
+    """One line saying how to open the store in `mlflow ui`."""
+    uri = tracking_uri()
+    if uri.startswith(("http://", "https://")):
+        return f"to browse it: open {uri}"
+    if uri != default_uri():
+        return f"to browse it: mlflow ui --backend-store-uri {uri}   (then open http://127.0.0.1:5000)"
+    return f"to browse it: cd {project_root()} && make ui   (or mlflow ui, then open http://127.0.0.1:5000)"
 
 
 def run_link(run_id: str, experiment_id: str) -> str:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import math
+import shutil
 import sys
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -21,13 +22,19 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
-from src import datafiles, plots, problem, tracking
+from src import datafiles, plots, problem, tracking, usage
 from src.backends import History, estimated_seconds, kept_steps, load_fit, resolve_device
 from src.config import Objective, TrainConfig, flatten, load_config
 from src.errors import ConfigError, DataFileError, TrainingDiverged, clean_exit
+from src.sampling import make_problem, make_test_set
 from src.sweep import sweep_parent
 
 log = logging.getLogger(__name__)
+
+# `--help` prints hydra.help.template (conf/config.yaml), which is this, for the composed config.
+OmegaConf.register_new_resolver(
+    "train_help", lambda *, _root_: usage.help_text(OmegaConf.masked_copy(_root_, [k for k in _root_ if k != "hydra"]))
+)
 
 
 @dataclass(frozen=True)
@@ -37,32 +44,6 @@ class Result:
     loss: float
     w: float
     b: float
-
-
-def _data_args(config: TrainConfig) -> dict:
-    """The data keys of `config`, as the keyword arguments of the samplers in src.problem."""
-    data = config.data
-    return {
-        "seed": config.seed,
-        "n": data.n,
-        "noise": data.noise,
-        "true_w": data.true_w,
-        "true_b": data.true_b,
-        "x_min": data.x_min,
-        "x_max": data.x_max,
-        "dtype": config.dtype.value,
-    }
-
-
-def make_problem(config: TrainConfig) -> problem.Problem:
-    """The training data and the initial (w, b) that `config` asks for."""
-    init = {"stream": config.rng.value, "init_w": config.init.w.value, "init_b": config.init.b.value}
-    return problem.sample_problem(**init, **_data_args(config))
-
-
-def make_test_set(config: TrainConfig) -> tuple[np.ndarray, np.ndarray]:
-    """The held-out set for `config`: its x grid and distribution, with noise of its own."""
-    return problem.sample_test_set(**_data_args(config))
 
 
 def train(
@@ -214,7 +195,11 @@ def main(cfg: DictConfig) -> float:
     hydra_config = HydraConfig.get()
     in_sweep = hydra_config.mode == RunMode.MULTIRUN
     with clean_exit():
-        config = load_config(cfg)
+        try:
+            config = load_config(cfg)
+        except ConfigError:
+            _discard_run_folder(Path(hydra_config.runtime.output_dir))
+            raise
         _check_memory(config.data.n)
         resolved = OmegaConf.to_container(cfg, resolve=True)
         tags = {"sweep_job": str(hydra_config.job.num)} if in_sweep else {}
@@ -228,6 +213,25 @@ def main(cfg: DictConfig) -> float:
             return math.inf
         log_summary(result, config.experiment_name, browse_hint=not in_sweep)
         return held_out_mse(config, result) if config.objective is Objective.test_mse else result.loss
+
+
+def _discard_run_folder(folder: Path) -> None:
+    """Remove the output folder Hydra made for a run that never started (its config was refused),
+    if it holds nothing but Hydra's own .hydra/ and an empty log; then its parents, while empty."""
+    for handler in logging.getLogger().handlers:
+        if isinstance(handler, logging.FileHandler) and Path(handler.baseFilename).parent == folder:
+            handler.close()
+    files = [f for f in folder.rglob("*") if f.is_file()]
+    if any(f.parent.name != ".hydra" and f.stat().st_size > 0 for f in files):
+        return
+    shutil.rmtree(folder, ignore_errors=True)
+    for parent in folder.parents:
+        if parent == Path.cwd() or not parent.is_relative_to(Path.cwd()):
+            break
+        try:
+            parent.rmdir()
+        except OSError:  # not empty: another run's folder is in it
+            break
 
 
 def held_out_mse(config: TrainConfig, result: Result) -> float:
@@ -252,16 +256,22 @@ def log_summary(result: Result, experiment_name: str, browse_hint: bool = True) 
     log.info("final loss %.6g  w %.6f  b %.6f", result.loss, result.w, result.b)
     log.info("MLflow run %s in experiment '%s' at %s", result.run_id, experiment_name, uri)
     log.info("run page: %s", tracking.run_link(result.run_id, result.experiment_id))
-    if not browse_hint:
-        return
-    if uri.startswith("http"):
-        log.info("to browse it: open %s", uri)
-    elif uri != tracking.default_uri():
-        log.info("to browse it: mlflow ui --backend-store-uri %s   (then open http://127.0.0.1:5000)", uri)
-    else:
-        log.info("to browse it: cd %s && mlflow ui   (then open http://127.0.0.1:5000)", tracking.project_root())
+    if browse_hint:
+        log.info("%s", tracking.browse_hint())
+
+
+def refuse_plus_on_presets(overrides: list[str]) -> None:
+    """`+experiment=x` fails inside Hydra with a message about 'override'; say what to type instead."""
+    for override in overrides:
+        group = override.lstrip("+").split("=", 1)[0]
+        if override.startswith("+") and group in ("experiment", "search"):
+            raise ConfigError(
+                f"'{override}': {group} is in conf/config.yaml's defaults list (as null), "
+                f"so choose it without the '+': {override.lstrip('+')}"
+            )
 
 
 if __name__ == "__main__":
     with clean_exit():  # in a multirun, this process launches the jobs: an interrupt stops them all (src.sweep)
+        refuse_plus_on_presets(sys.argv[1:])
         main()

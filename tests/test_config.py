@@ -33,13 +33,13 @@ def test_presets_exist():
 
 @pytest.mark.parametrize("preset", PRESETS)
 def test_every_preset_composes_and_loads(preset):
-    config = load_config(compose_config(f"+experiment={preset}"))
+    config = load_config(compose_config(f"experiment={preset}"))
     assert config.steps >= 1
 
 
 def test_seed_presets_select_the_books_streams():
-    numpy = load_config(compose_config("+experiment=seed_numpy"))
-    torch_ = load_config(compose_config("+experiment=seed_torch"))
+    numpy = load_config(compose_config("experiment=seed_numpy"))
+    torch_ = load_config(compose_config("experiment=seed_torch"))
     assert (numpy.backend.name, numpy.rng, numpy.seed, numpy.dtype) == (
         Backend.numpy, Stream.legacy_numpy, 100, DType.float64,
     )  # fmt: skip

@@ -8,7 +8,7 @@ import pytest
 
 from src.backends import load_fit, resolve_device
 from src.config import load_config
-from src.train import make_problem
+from src.sampling import make_problem
 from tests.conftest import compose_config
 
 matplotlib.use("Agg")
@@ -16,7 +16,7 @@ BOOK = Path(__file__).parent / "book"
 
 
 def _run_preset(name: str):
-    config = load_config(compose_config(f"+experiment={name}"))
+    config = load_config(compose_config(f"experiment={name}"))
     x, y, w0, b0 = make_problem(config)
     backend = config.backend.name.value
     device = resolve_device(backend, config.device.value)

@@ -94,10 +94,13 @@ def test_optuna_search_is_seeded_and_reproducible(tmp_path, tracking_env):
     for attempt in range(2):
         folder = tmp_path / str(attempt)
         folder.mkdir()
-        done = run_cli("+search=optuna_lr", "hydra.sweeper.n_trials=5", cwd=folder, env=tracking_env, timeout=300)
+        done = run_cli("search=optuna_lr", "hydra.sweeper.n_trials=5", cwd=folder, env=tracking_env, timeout=300)
         assert done.returncode == 0, done.stderr[-3000:]
         [line] = [ln for ln in done.stdout.splitlines() if "Best parameters" in ln]
         best.append(line.split("Best parameters:")[1].strip())
+        assert "[HYDRA] A new study created" in done.stdout  # Optuna's lines go through Hydra's handlers
+        assert "\x1b[" not in done.stdout + done.stderr, "ANSI colour codes in output sent to a file"
+        assert done.stdout.count("to browse it:") == 1  # once for the sweep, not once per job
     assert best[0] == best[1]
 
 

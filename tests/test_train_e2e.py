@@ -21,7 +21,7 @@ from mlflow.tracking import MlflowClient
 
 from src.backends import load_fit
 from src.config import load_config
-from src.train import make_problem
+from src.sampling import make_problem
 from tests.conftest import ROOT, compose_config, mlflow_service, rest, run_cli
 
 pytestmark = pytest.mark.slow
@@ -101,7 +101,7 @@ def test_default_run_records_everything(tmp_path, tracking_env):
 )
 @pytest.mark.filterwarnings("ignore:FigureCanvasAgg is non-interactive")
 def test_presets_log_the_books_final_values(preset, book_file, w_name, b_name, tmp_path, tracking_env):
-    done = run_cli(f"+experiment={preset}", cwd=tmp_path, env=tracking_env)
+    done = run_cli(f"experiment={preset}", cwd=tmp_path, env=tracking_env)
     assert done.returncode == 0, done.stderr
     [run] = _runs(tracking_env["MLFLOW_TRACKING_URI"])[1]
     book = runpy.run_path(str(ROOT / "tests" / "book" / book_file))

@@ -1,0 +1,96 @@
+"""`make ui`: `mlflow ui` on this project's store, sized for one user.
+
+Plain `mlflow ui` starts four uvicorn workers and MLflow's job-execution consumers, which
+this project never uses; on a small machine that is a long wait and gigabytes of memory.
+This starts one worker and no job consumers, prints the link to the runs table once the
+server answers, and stops the server when it is stopped (Ctrl-C).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.parse
+import urllib.request
+from pathlib import Path
+
+from omegaconf import OmegaConf
+
+from src.errors import UserError, clean_exit
+
+ROOT = Path(__file__).resolve().parent.parent
+LIGHT = {"MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}  # no job consumers
+
+
+def command(store: str, port: int) -> list[str]:
+    """The `mlflow ui` command line: this store, on 127.0.0.1 only, one worker."""
+    mlflow = Path(sys.executable).with_name("mlflow")
+    return [
+        str(mlflow),
+        "ui",
+        "--backend-store-uri",
+        store,
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+        "--workers",
+        "1",
+    ]
+
+
+def wait_until_answering(url: str, server: subprocess.Popen, timeout: float = 180) -> None:
+    """Return once `url`/health answers; raise UserError if the server exits or never answers."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if server.poll() is not None:
+            raise UserError(
+                f"mlflow ui exited with status {server.returncode} (is the port taken? try: make ui PORT=5001)"
+            )
+        try:
+            with urllib.request.urlopen(f"{url}/health", timeout=2):
+                return
+        except (urllib.error.URLError, ConnectionError, TimeoutError):
+            time.sleep(0.2)
+    raise UserError(f"mlflow ui did not answer at {url} within {timeout:.0f} s")
+
+
+def runs_table_link(url: str, experiment_name: str) -> str:
+    """The runs table of `experiment_name` (where `mlflow ui` does not open by itself), or the experiments list."""
+    query = urllib.parse.urlencode({"experiment_name": experiment_name})
+    try:
+        with urllib.request.urlopen(f"{url}/api/2.0/mlflow/experiments/get-by-name?{query}", timeout=10) as answer:
+            experiment_id = json.load(answer)["experiment"]["experiment_id"]
+    except urllib.error.HTTPError:  # no run recorded yet
+        return f"{url}/#/experiments"
+    return f"{url}/#/experiments/{experiment_id}/runs"
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--port", type=int, default=5000)
+    parser.add_argument("--store", default=f"sqlite:///{ROOT / 'mlflow.db'}", help="the backend store URI")
+    args = parser.parse_args(argv)
+    experiment_name = OmegaConf.load(ROOT / "conf" / "config.yaml").experiment_name
+    with clean_exit():
+        server = subprocess.Popen(command(args.store, args.port), env={**os.environ, **LIGHT})
+        try:
+            url = f"http://127.0.0.1:{args.port}"
+            wait_until_answering(url, server)
+            print(f"MLflow UI: {runs_table_link(url, experiment_name)}   (Ctrl-C stops it)", flush=True)
+            server.wait()
+        except KeyboardInterrupt:  # Ctrl-C reached the server too: it is shutting down
+            pass
+        finally:
+            if server.poll() is None:
+                server.terminate()
+                server.wait(timeout=30)
+
+
+if __name__ == "__main__":
+    main()

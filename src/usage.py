@@ -1,0 +1,120 @@
+"""`python -m src.train --help`, and the README's table of config keys.
+
+Both are generated here from one source: each key's meaning and allowed range are the field
+docs of the schema (src/config.py), its value is the composed config, and each preset's
+description is the first comment line of its file under conf/.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import textwrap
+import typing
+from enum import Enum
+from pathlib import Path
+from typing import NamedTuple
+
+from omegaconf import DictConfig, OmegaConf
+
+from src import problem
+from src.config import TrainConfig, load_config
+from src.errors import UserError
+from src.sampling import make_problem
+
+CONF = Path(__file__).resolve().parent.parent / "conf"
+
+EXAMPLES = (
+    ("python -m src.train backend=torch lr=0.005", "autograd (§2.7), a larger step"),
+    ("python -m src.train experiment=seed_numpy", "§2.6 exactly as the book runs it"),
+    ("python -m src.train -m backend=numpy,torch lr=0.001,0.005,0.01", "a sweep: 6 runs under one parent run"),
+    ("python -m src.train search=optuna_lr", "Optuna searches lr; the best model is registered"),
+    ("dvc exp run -S lr=0.01", "the same through the DVC pipeline, as an experiment"),
+)
+
+
+class Key(NamedTuple):
+    name: str  # as typed on the command line: lr, data.n, backend
+    value: str
+    allowed: str
+    meaning: str
+
+
+def keys(cfg: DictConfig, schema: type = TrainConfig, prefix: str = "") -> list[Key]:
+    """Every config key of `schema`, with its value in `cfg` and its documentation."""
+    rows = []
+    types = typing.get_type_hints(schema)
+    for field in dataclasses.fields(schema):
+        name, kind = f"{prefix}{field.name}", types[field.name]
+        if "meaning" not in field.metadata:  # a section (data, init): its keys are documented one by one
+            rows += keys(cfg, kind, prefix=f"{name}.")
+            continue
+        if dataclasses.is_dataclass(kind):  # a config group (backend): chosen by name
+            value, kind = OmegaConf.select(cfg, f"{name}.name"), typing.get_type_hints(kind)["name"]
+        else:
+            value = OmegaConf.select(cfg, name)
+        allowed = " | ".join(m.value for m in kind) if issubclass(kind, Enum) else field.metadata["allowed"]
+        rows.append(Key(name, str(value), allowed, field.metadata["meaning"]))
+    return rows
+
+
+def preset_descriptions(group: str) -> dict[str, str]:
+    """{option: the first comment line of conf/<group>/<option>.yaml, up to its first colon}."""
+    descriptions = {}
+    for path in sorted((CONF / group).glob("*.yaml")):
+        comments = [line.lstrip("# ").strip() for line in path.read_text().splitlines() if line.startswith("#")]
+        first = next((c for c in comments if not c.startswith("@package")), "")
+        descriptions[path.stem] = first.split(":", 1)[0]
+    return descriptions
+
+
+def markdown_table(cfg: DictConfig) -> str:
+    """The README's table of keys."""
+    lines = ["| key | default | allowed | meaning |", "| --- | --- | --- | --- |"]
+    for k in keys(cfg):
+        allowed = k.allowed.replace("|", r"\|")  # a bare | would end the cell
+        lines.append(f"| `{k.name}` | `{k.value}` | {allowed} | {k.meaning} |")
+    return "\n".join(lines) + "\n"
+
+
+def _stability(cfg: DictConfig) -> str:
+    try:
+        bound = f"{problem.lr_bound(make_problem(load_config(cfg)).x):.6g}"
+    except UserError as e:
+        bound = f"not computed: {e}"
+    return (
+        "The loss is a sum over the points, so gradient descent is stable only for lr < 2/λ_max(H),\n"
+        "H = [[Σx⁴, Σx²], [Σx², n]], the loss's Hessian. A run at or above the bound warns before it\n"
+        "starts; a loss that rises stops it, recorded as FAILED, naming the step and the bound.\n"
+        f"For the data this config draws: 2/λ_max = {bound}."
+    )
+
+
+def help_text(cfg: DictConfig) -> str:
+    """What `python -m src.train [overrides] --help` prints, for the config those overrides compose."""
+    rows = keys(cfg)
+    name_width = max(len(k.name) + len(k.value) for k in rows) + 3
+
+    def entries(pairs) -> list[str]:
+        width = max(len(a) for a, _ in pairs) + 2
+        return [f"  {a:<{width}}{b}" for a, b in pairs]
+
+    lines = [
+        "python -m src.train [key=value ...]",
+        "Fit y = w·x² + b by gradient descent (numpy or torch) and record the run in MLflow.",
+        "",
+        "Keys (key = value as composed now; allowed values; meaning):",
+    ]
+    for k in rows:
+        lines.append(f"  {k.name + ' = ' + k.value:<{name_width}}  {k.allowed}")
+        lines += textwrap.wrap(k.meaning, width=96, initial_indent="      ", subsequent_indent="      ")
+    lines += ["", "Presets (experiment=<name>; they override the keys above):"]
+    lines += entries(list(preset_descriptions("experiment").items()))
+    lines += ["", "Searches (search=<name>; a multirun):"]
+    lines += entries(list(preset_descriptions("search").items()))
+    lines += ["", "Launchers (-m hydra/launcher=<name>): basic (one job after another), joblib (in parallel here),"]
+    launchers = preset_descriptions("hydra/launcher").items()
+    lines += ["  " + ", ".join(f"{name} ({what[:1].lower()}{what[1:]})" for name, what in launchers)]
+    lines += ["", "Step size:", *("  " + line for line in _stability(cfg).splitlines())]
+    lines += ["", "Examples:", *entries(EXAMPLES)]
+    lines += ["", "Browse the runs: make ui.  Hydra's own flags: python -m src.train --hydra-help", ""]
+    return "\n".join(lines).replace("$", "$$")  # Hydra fills the template with string.Template
