@@ -29,6 +29,7 @@ import numpy as np
 from mlflow.entities import Metric, Param, RunStatus
 from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
+from sqlalchemy.engine import make_url
 from sqlalchemy.exc import SQLAlchemyError
 
 from src import datafiles
@@ -37,6 +38,10 @@ from src.errors import TrackingError
 CODE_ROOT = Path(__file__).resolve().parents[1]
 
 log = logging.getLogger(__name__)
+
+# Against a tracking server, MLflow prints "View run ... at: <url>" to stdout as each run ends;
+# every run here logs its own link once (src.train.log_summary), so MLflow's copy is noise.
+os.environ.setdefault("MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT", "true")
 
 
 def project_root() -> Path:
@@ -74,6 +79,8 @@ def open_experiment(uri: str, name: str) -> tuple[MlflowClient, str]:
     db = _sqlite_path(uri)
     if uri.startswith(("http://", "https://")):
         _check_server(uri)
+    elif db is None and "://" in uri:
+        _check_database(uri)
     if db is not None and db.is_dir():
         raise TrackingError(f"the MLflow store {uri} is a directory, not a database file; move it aside, or point "
                             "MLFLOW_TRACKING_URI at a file, e.g. sqlite:////absolute/path/mlflow.db")  # fmt: skip
@@ -96,7 +103,7 @@ def open_experiment(uri: str, name: str) -> tuple[MlflowClient, str]:
             artifacts = (db.parent / "mlruns").as_uri()
             return client, _get_or_create_experiment(client, name, artifact_location=artifacts)
     except (*STORE_ERRORS, OSError) as e:  # OSError: the folder or the lock file cannot be made
-        raise TrackingError(_explain(uri, e)) from e
+        raise TrackingError(_explain(shown(uri), e)) from e
 
 
 STORE_ERRORS = (MlflowException, SQLAlchemyError, sqlite3.Error)
@@ -108,7 +115,32 @@ def store_errors(uri: str) -> Iterator[None]:
     try:
         yield
     except STORE_ERRORS as e:
-        raise TrackingError(_explain(uri, e)) from e
+        raise TrackingError(_explain(shown(uri), e)) from e
+
+
+def shown(uri: str) -> str:
+    """`uri` as it may be printed: a database URI's password replaced by ***."""
+    if _sqlite_path(uri) is not None or "://" not in uri or uri.startswith(("http://", "https://")):
+        return uri
+    return make_url(uri).render_as_string(hide_password=True)
+
+
+def _check_database(uri: str) -> None:
+    """Fail within seconds, before any run exists, when the store's database cannot be opened: its
+    server is down, or the database, user or password is wrong. MLflow would retry for minutes."""
+    import sqlalchemy
+
+    engine = sqlalchemy.create_engine(uri, connect_args={"connect_timeout": 5}, poolclass=sqlalchemy.pool.NullPool)
+    try:
+        engine.connect().close()
+    except SQLAlchemyError as e:
+        cause = str(getattr(e, "orig", e)).strip().splitlines()[0]
+        raise TrackingError(
+            f"cannot open the database of the MLflow store {shown(uri)} ({cause}); start the database server "
+            "(cluster/up.sh starts a local one), fix the URI, or unset MLFLOW_TRACKING_URI for the project's mlflow.db"
+        ) from e
+    finally:
+        engine.dispose()
 
 
 def _explain(uri: str, error: Exception) -> str:
@@ -386,7 +418,7 @@ def register_model(run_id: str, name: str, alias: str = "best") -> str:
     client = MlflowClient(tracking_uri())
     model_uri = client.get_run(run_id).data.tags[MODEL_URI_TAG]
     with redirect_stderr(io.StringIO()) as printed:  # "Successfully registered model ...", print()ed
-        version = mlflow.register_model(model_uri, name).version
+        version = mlflow.register_model(model_uri, name, await_registration_for=0).version  # ready at once here
     for line in printed.getvalue().splitlines():
         if not line.startswith(("Successfully registered model", "Registered model", "Created version")):
             log.warning("%s", line)

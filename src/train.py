@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import math
+import os
 import shutil
 import sys
 from collections.abc import Iterable
@@ -210,6 +211,12 @@ def main(cfg: DictConfig) -> float:
             if not in_sweep:
                 raise
             log.error("%s", e)  # one diverging job must not end the sweep; it scores infinitely badly
+            return math.inf
+        except KeyboardInterrupt:
+            if not (in_sweep and "SLURM_JOB_ID" in os.environ):
+                raise
+            # `scancel` of one Slurm job: its run is KILLED; the sweep waits for the others and counts it.
+            log.error("job %s cancelled (SIGTERM from Slurm); its MLflow run is KILLED", os.environ["SLURM_JOB_ID"])
             return math.inf
         log_summary(result, config.experiment_name, browse_hint=not in_sweep)
         return held_out_mse(config, result) if config.objective is Objective.test_mse else result.loss
