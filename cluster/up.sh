@@ -118,7 +118,7 @@ if ! alive "$CLUSTER_DIR/slurmdbd.pid"; then
 fi
 alive "$CLUSTER_DIR/slurmctld.pid" || slurmctld
 alive "$CLUSTER_DIR/slurmd.pid" || slurmd
-wait_for 60 "Slurm (sinfo: node idle)" bash -c "sinfo -h -o %t | grep -qx idle"
+wait_for 60 "Slurm (sinfo: node up)" bash -c "sinfo -h -o %t | grep -Eqx 'idle|mix|alloc|comp'"
 wait_for 60 "Slurm accounting (sacct)" sacct -n -X
 
 # --- PostgreSQL on 127.0.0.1, trusting local connections (a test server, not a production one) ---

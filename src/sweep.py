@@ -18,8 +18,11 @@ import contextlib
 import logging
 import math
 import os
+import shutil
+import subprocess
 import time
 from collections.abc import Mapping
+from pathlib import Path
 
 import psutil
 from hydra.experimental.callback import Callback
@@ -60,6 +63,15 @@ def _stop(processes: list, grace: float = 5) -> None:
     psutil.wait_procs(alive, timeout=5)
 
 
+def _cancel_slurm_jobs(folder: Path) -> None:
+    """scancel the Slurm jobs whose folders submitit made in `folder` (named <job>_<task>): a sweep that
+    stops must not leave jobs that go on to land under its closed parent."""
+    jobs = sorted({path.name.split("_")[0] for path in folder.glob("*_*") if path.is_dir()})
+    if jobs and shutil.which("scancel"):
+        subprocess.run(["scancel", *jobs], capture_output=True, check=False)
+        log.info("cancelled the sweep's Slurm jobs: %s", " ".join(jobs))
+
+
 def _markdown_table(rows: list[Mapping]) -> str:
     lines = ["| " + " | ".join(TABLE_COLUMNS) + " |", "|" + " --- |" * len(TABLE_COLUMNS)]
     lines += ["| " + " | ".join(str(r[c]) for c in TABLE_COLUMNS) + " |" for r in rows]
@@ -81,6 +93,7 @@ class MlflowSweepCallback(Callback):
         self._client = None
         self._parent: str | None = None
         self._experiment_name = ""
+        self._slurm_jobs: Path | None = None  # submitit's folder of this sweep's Slurm jobs, on Slurm
 
     def on_multirun_start(self, config: DictConfig, **kwargs) -> None:
         _optuna_logs_through_hydra(config)
@@ -90,6 +103,8 @@ class MlflowSweepCallback(Callback):
         tags = tracking.standard_tags({**tracking.run_tags("sweep", "-"), "sweep": "true"})
         self._client, self._parent = client, client.create_run(experiment_id, run_name=name, tags=tags).info.run_id
         os.environ[PARENT_RUN_ENV] = self._parent
+        if "SlurmLauncher" in str(config.hydra.launcher.get("_target_", "")):  # submitit names job folders by id
+            self._slurm_jobs = Path(config.hydra.sweep.dir) / ".submitit"
         atexit.register(self._abandon)  # runs only if the sweep never reaches on_multirun_end
         log.info("sweep parent MLflow run %s (%s)", self._parent, name)
 
@@ -106,6 +121,8 @@ class MlflowSweepCallback(Callback):
         if self._parent is None:
             return
         _stop(psutil.Process().children(recursive=True))
+        if self._slurm_jobs is not None:
+            _cancel_slurm_jobs(self._slurm_jobs)
         experiment_id = self._client.get_run(self._parent).info.experiment_id
         tracking.close_stale_runs(self._client, experiment_id)
         self._close("KILLED" if errors.interrupted_by else "FAILED")

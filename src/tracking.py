@@ -164,15 +164,13 @@ def _explain(uri: str, error: Exception) -> str:
     return f"the MLflow store {uri} failed: {cause}"
 
 
-# MLflow's own defaults retry a dead server for minutes (7 retries, 120 s timeouts); a user
-# would rather hear at once. Either can still be raised by setting the variable.
-HTTP_DEFAULTS = {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "2", "MLFLOW_HTTP_REQUEST_TIMEOUT": "10"}
-
-
 def _check_server(uri: str) -> None:
-    """Fail fast, before any run exists, when the tracking server does not answer."""
-    for key, value in HTTP_DEFAULTS.items():
-        os.environ.setdefault(key, value)
+    """Fail fast, before any run exists, when the tracking server does not answer.
+
+    MLflow's own requests retry a dead server for minutes (7 retries with backoff): too long to
+    wait for at the start, but once the server has answered, that patience is what lets a run
+    outlive a server restarted mid-sweep, so it is left as it is.
+    """
     try:
         with urllib.request.urlopen(f"{uri.rstrip('/')}/health", timeout=5) as response:
             response.read()
