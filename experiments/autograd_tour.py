@@ -5,11 +5,13 @@ z = w·x + b (x without grad, w and b leaves with grad), and records, from torch
 requires_grad / is_leaf / grad_fn for every node, the gradients after backward, that a
 non-leaf's .grad stays None, that retain_graph=True lets a second backward accumulate
 (the gradients double) while without it the second backward raises, and how no_grad(),
-detach() and requires_grad_() stop or start tracking.
+detach() and requires_grad_() stop or start tracking. It prints those findings as a table, and a
+conclusion that checks them against what the book says.
 """
 
 from __future__ import annotations
 
+import math
 import warnings
 from dataclasses import dataclass
 
@@ -19,7 +21,7 @@ import torch
 from hydra.core.config_store import ConfigStore
 from matplotlib.figure import Figure
 
-from experiments.report import record
+from experiments.report import Findings, conclude, record, significant
 from src.errors import clean_exit
 
 
@@ -94,22 +96,73 @@ def tour(x_value: float, seed: int) -> dict:
     return report
 
 
+def findings(report: dict) -> Findings:
+    """The tour's table and its conclusion against the book, from `tour`'s report."""
+    nodes, grads, twice = report["nodes"], report["after_backward"], report["retain_graph"]
+    stops = report["stopping_and_starting"]
+    x, w = report["x"], report["w"]
+    no_grad = [name for name in "xwbyz" if grads[f"{name}.grad"] is None]
+
+    def names(key: str) -> str:
+        return ", ".join(name for name in "xwbyz" if nodes[name][key])
+
+    rows = [
+        ("x, w, b", f"{significant(x, 4)}, {significant(w, 4)}, {significant(report['b'], 4)}"),
+        ("leaves (is_leaf)", names("is_leaf")),
+        ("requires_grad", names("requires_grad")),
+        ("grad_fn", ", ".join(f"{n}: {nodes[n]['grad_fn']}" for n in "xwbyz" if nodes[n]["grad_fn"])),
+        ("after z.backward(): w.grad", significant(grads["w.grad"], 4)),
+        ("after z.backward(): b.grad", significant(grads["b.grad"], 4)),
+        ("after z.backward(): .grad None", ", ".join(no_grad)),
+        ("backward again, no retain_graph", report["second_backward_without_retain_graph"]),
+        ("retain_graph, backward twice: w.grad", f"{significant(twice['w.grad once'], 4)} -> "
+                                                 f"{significant(twice['w.grad twice'], 4)}"),
+        ("retain_graph, backward twice: b.grad", f"{significant(twice['b.grad once'], 4)} -> "
+                                                 f"{significant(twice['b.grad twice'], 4)}"),
+        ("no_grad(): w*x+b requires_grad", str(stops["no_grad: w*x+b"]["requires_grad"])),
+        ("z.detach(): requires_grad, is_leaf", f"{stops['z.detach()']['requires_grad']}, "
+                                               f"{stops['z.detach()']['is_leaf']}"),
+        ("x.requires_grad_(): grad of w·x", significant(stops["x.requires_grad_()"]["grad"], 4)),
+        ("(x + y).sum(): y.grad all ones", str(report["sum_backward_grad_is_all_ones"])),
+    ]  # fmt: skip
+    checks = {
+        "w.grad = x": math.isclose(grads["w.grad"], x, rel_tol=1e-6),
+        "b.grad = 1": grads["b.grad"] == 1.0,
+        ".grad None for x, y, z": no_grad == ["x", "y", "z"],
+        "a second backward raises": report["second_backward_without_retain_graph"] == "RuntimeError",
+        "retain_graph doubles the gradients": twice["w.grad twice"] == 2 * twice["w.grad once"]
+        and twice["b.grad twice"] == 2 * twice["b.grad once"],
+    }
+    conclusion = conclude(
+        "book §2.5: w.grad = x, b.grad = 1, no .grad for x (no grad) or the non-leaves, a second backward "
+        "only with retain_graph=True (gradients add up)",
+        f"w.grad = {significant(grads['w.grad'], 4)} at x = {significant(x, 4)}, b.grad = "
+        f"{significant(grads['b.grad'], 4)}, .grad None for {', '.join(no_grad)}, second backward "
+        f"{report['second_backward_without_retain_graph']}, retain_graph w.grad "
+        f"{significant(twice['w.grad once'], 4)} -> {significant(twice['w.grad twice'], 4)}",
+        checks,
+    )
+    return Findings(conclusion, ("finding", "value"), rows)
+
+
 def plot_graph(report: dict) -> Figure:
     """The graph z = w·x + b, each node with what torch says about it."""
     positions = {"x": (0, 2), "w": (0, 1), "y": (1.3, 1.5), "b": (1.3, 0.4), "z": (2.6, 1.0)}
     edges = [("x", "y"), ("w", "y"), ("y", "z"), ("b", "z")]
     fig, ax = plt.subplots(figsize=(7, 3.6))
-    for start, end in edges:
-        ax.annotate("", xy=positions[end], xytext=positions[start],
-                    arrowprops={"arrowstyle": "->", "shrinkA": 28, "shrinkB": 28})  # fmt: skip
     grads = report["after_backward"]
+    boxes = {}
     for name, (px, py) in positions.items():
         node = report["nodes"][name]
         leaf = "leaf" if node["is_leaf"] else f"grad_fn={node['grad_fn']}"
         text = f"{name}\nrequires_grad={node['requires_grad']}\n{leaf}\ngrad={grads[f'{name}.grad']}"
         color = "#cde4ff" if node["requires_grad"] else "#eeeeee"
-        ax.text(px, py, text, ha="center", va="center", fontsize=8,
-                bbox={"boxstyle": "round", "facecolor": color})  # fmt: skip
+        boxes[name] = ax.text(px, py, text, ha="center", va="center", fontsize=8,
+                              bbox={"boxstyle": "round", "facecolor": color})  # fmt: skip
+    for start, end in edges:  # clipped at the boxes' edges, so that each arrowhead shows
+        clip = {"patchA": boxes[start].get_bbox_patch(), "patchB": boxes[end].get_bbox_patch()}
+        arrow = {"arrowstyle": "-|>", "color": "0.2", "shrinkA": 2, "shrinkB": 2, **clip}
+        ax.annotate("", xy=positions[end], xytext=positions[start], arrowprops=arrow)
     ax.set_xlim(-0.6, 3.2)
     ax.set_ylim(0, 2.5)
     ax.axis("off")
@@ -125,7 +178,8 @@ ConfigStore.instance().store(name="autograd_tour", node=TourConfig)
 def main(cfg: TourConfig) -> None:
     with clean_exit():
         report = tour(cfg.x, cfg.seed)
-        record("autograd_tour", cfg, report, {"graph.png": plot_graph(report)}, backend="torch")
+        figures = {"graph.png": plot_graph(report)}
+        record("autograd_tour", cfg, report, findings(report), figures, backend="torch")
 
 
 if __name__ == "__main__":

@@ -5,7 +5,8 @@ y1 = x1² + 3·x2, y2 = x2² + 2·x1, and builds J = ∂y/∂x one row at a time
 `y.backward(gradient=e_i, retain_graph=True)`, zeroing x.grad between rows, as the book
 does. J is compared with the analytic [[2·x1, 3], [2, 2·x2]] and with
 `torch.autograd.functional.jacobian`. It also shows the book's warning: v = (1, 1) gives
-the vector-Jacobian product vᵀJ, not J.
+the vector-Jacobian product vᵀJ, not J. It prints a table of these and a conclusion that checks
+them against the book.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ import torch
 from hydra.core.config_store import ConfigStore
 from matplotlib.figure import Figure
 
-from experiments.report import record
+from experiments.report import Findings, conclude, numbers, record, significant
 from src.errors import clean_exit
 
 
@@ -69,16 +70,52 @@ def analyse(x1: float, x2: float) -> dict:
     }
 
 
+def _matrix(rows: list[list[float]]) -> str:
+    return "[" + ", ".join(numbers(row, 6) for row in rows) + "]"
+
+
+def findings(report: dict) -> Findings:
+    """The Jacobian's table and its conclusion against the book, from `analyse`'s report."""
+    J = report["jacobian_by_rows"]
+    rows = [
+        ("x", numbers(report["x"], 6)),
+        ("J, one backward(e_i) per row", _matrix(J)),
+        ("J, analytic [[2·x1, 3], [2, 2·x2]]", _matrix(report["jacobian_analytic"])),
+        ("J, torch.autograd.functional", _matrix(report["jacobian_torch_functional"])),
+        ("max |J − analytic|", significant(report["max_abs_error_vs_analytic"], 2)),
+        ("max |J − functional|", significant(report["max_abs_error_vs_functional"], 2)),
+        ("backward(v = (1, 1))", numbers(report["backward_with_ones"], 6)),
+        ("column sums of J (vᵀJ)", numbers(report["column_sums_of_J"], 6)),
+    ]
+    exact = 1e-12  # J is a few products of small whole numbers in float64: any error is a wrong J
+    checks = {
+        "J equal to the analytic J": report["max_abs_error_vs_analytic"] <= exact,
+        "J equal to torch.autograd.functional's": report["max_abs_error_vs_functional"] <= exact,
+        "v = (1, 1) gives vᵀJ": np.allclose(report["backward_with_ones"], np.sum(J, axis=0), rtol=0, atol=exact),
+    }
+    conclusion = conclude(
+        "book §2.5.4: one backward(gradient=e_i) per row, x.grad zeroed between rows, builds J; v = (1, 1) "
+        "gives vᵀJ, not J",
+        f"J = {_matrix(J)}, max error {significant(report['max_abs_error_vs_analytic'], 2)} against the analytic "
+        f"J and {significant(report['max_abs_error_vs_functional'], 2)} against torch's; v = (1, 1) gave "
+        f"{numbers(report['backward_with_ones'], 6)}, J's column sums {numbers(report['column_sums_of_J'], 6)}",
+        checks,
+    )
+    return Findings(conclusion, ("finding", "value"), rows)
+
+
 def plot_jacobian(report: dict) -> Figure:
     J = np.array(report["jacobian_by_rows"])
     fig, ax = plt.subplots(figsize=(4.5, 4))
-    ax.imshow(J, cmap="Blues")
+    image = ax.imshow(J, cmap="Blues")
     for (i, j), value in np.ndenumerate(J):
-        ax.text(j, i, f"{value:g}", ha="center", va="center", fontsize=14)
+        dark = image.norm(value) > 0.6  # black digits vanish on the darkest blues
+        ax.text(j, i, f"{value:g}", ha="center", va="center", fontsize=14, color="white" if dark else "black")
     ax.set_xticks([0, 1], ["∂/∂x1", "∂/∂x2"])
     ax.set_yticks([0, 1], ["y1", "y2"])
     x1, x2 = report["x"]
-    ax.set_title(f"J at x = ({x1:g}, {x2:g}); v=(1,1) gives {report['backward_with_ones']}", fontsize=9)
+    ax.set_title(f"J at x = ({x1:g}, {x2:g}); v = (1, 1) gives vᵀJ = {numbers(report['backward_with_ones'], 6)}",
+                 fontsize=9)  # fmt: skip
     fig.tight_layout()
     return fig
 
@@ -90,7 +127,7 @@ ConfigStore.instance().store(name="jacobian", node=JacobianConfig)
 def main(cfg: JacobianConfig) -> None:
     with clean_exit():
         report = analyse(cfg.x1, cfg.x2)
-        record("jacobian", cfg, report, {"jacobian.png": plot_jacobian(report)}, backend="torch")
+        record("jacobian", cfg, report, findings(report), {"jacobian.png": plot_jacobian(report)}, backend="torch")
 
 
 if __name__ == "__main__":

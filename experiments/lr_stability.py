@@ -4,7 +4,8 @@ The loss 0.5·Σ(w·x² + b − y)² is quadratic with constant Hessian H = [[Σ
 so gradient descent converges iff lr < 2/λ_max(H). `python -m experiments.lr_stability`
 sweeps lr over an evenly spaced grid across that bound (on the default data: n=100,
 seed 0), classifies each run as converging (its final loss is at the least-squares
-optimum) or not, and reports the predicted bound against the observed threshold.
+optimum) or not, and reports the predicted bound against the observed threshold: a table of
+findings and a conclusion on the console and in report.md, and the final loss against lr.
 """
 
 from __future__ import annotations
@@ -18,7 +19,8 @@ import numpy as np
 from hydra.core.config_store import ConfigStore
 from matplotlib.figure import Figure
 
-from experiments.report import record
+from experiments.report import Findings, conclude, record, significant
+from src import plots
 from src.backends import load_fit
 from src.errors import clean_exit
 from src.problem import least_squares, loss, lr_bound, sample_problem
@@ -65,24 +67,74 @@ def sweep(n: int, seed: int, steps: int, lrs: np.ndarray) -> dict:
     }
 
 
-def plot_sweep(report: dict) -> Figure:
+def _lr_text(lr: float, grid_step: float) -> str:
+    """An lr of the grid to the digits its step resolves, and no more: 0.018000000000000002 -> '0.018'."""
+    decimals = max(0, 1 - math.floor(math.log10(grid_step)))
+    return f"{round(lr, decimals):g}"
+
+
+def _lr_span(lrs: np.ndarray, grid_step: float) -> str:
+    """The range of `lrs`, not the list: '0.001 … 0.0175'."""
+    return f"{_lr_text(lrs.min(), grid_step)} … {_lr_text(lrs.max(), grid_step)}" if lrs.size else "none"
+
+
+def findings(report: dict) -> Findings:
+    """The sweep's table and its conclusion against the predicted bound, from `sweep`'s report."""
     lr = np.array(report["sweep"]["lr"])
     final = np.array(report["sweep"]["final_loss"])
     ok = np.array(report["sweep"]["converged"])
-    shown = np.where(np.isfinite(final), final, np.nan)
+    step, bound, optimum = report["grid_step"], report["predicted_bound"], report["optimal_loss"]
+    diverged = int(np.count_nonzero(~np.isfinite(final)))
+    gap = np.max(np.abs(final[ok] - optimum)) / optimum if ok.any() else math.nan
+    low, high = report["largest_converging_lr"], report["smallest_failing_lr"]
+    rows = [
+        ("2/λ_max(H), predicted", significant(bound, 5)),
+        ("lr grid", f"{lr.size} values, {_lr_span(lr, step)}, step {significant(step, 3)}"),
+        ("converged", f"{np.count_nonzero(ok)}: lr {_lr_span(lr[ok], step)}"),
+        ("did not converge", f"{np.count_nonzero(~ok)}: lr {_lr_span(lr[~ok], step)}, {diverged} of them diverged"),
+        ("observed threshold", f"between {_lr_text(low, step)} and {_lr_text(high, step)}"),
+        ("bound inside that bracket", "yes" if report["bound_within_observed_bracket"] else "no"),
+        ("least-squares loss", significant(optimum, 6)),
+        ("converged: max |final − optimum| / optimum", significant(gap, 2)),
+    ]
+    conclusion = conclude(
+        f"theory (the loss's Hessian H): gradient descent converges iff lr < 2/λ_max(H) = {significant(bound, 5)}",
+        f"the largest lr that converged is {_lr_text(low, step)}, the smallest that did not {_lr_text(high, step)} "
+        f"(grid step {significant(step, 3)})",
+        {"every lr below the bound converged and every lr above did not": bool(np.array_equal(ok, lr < bound))},
+    )
+    return Findings(conclusion, ("finding", "value"), rows)
+
+
+def plot_sweep(report: dict) -> Figure:
+    """Final loss against lr, the bound as a vertical line. Runs that diverged have no final loss:
+    they are marked along the top. A log axis only where the losses span decades: converged losses
+    agree to ~1e-13, and a log axis over so small a range labels every tick alike."""
+    lr = np.array(report["sweep"]["lr"])
+    ok = np.array(report["sweep"]["converged"])
+    final, _ = plots.drawable(report["sweep"]["final_loss"])
+    drawn = np.isfinite(final)
+    optimum = report["optimal_loss"]
     fig, ax = plt.subplots(figsize=(7, 4.5))
-    ax.plot(lr, shown, color="0.6", zorder=1)
-    ax.scatter(lr[ok], shown[ok], color="tab:green", label="converged", zorder=2)
-    ax.scatter(lr[~ok], shown[~ok], color="tab:red", label="did not converge", zorder=2)
-    if (~np.isfinite(final)).any():
-        ax.scatter(lr[~np.isfinite(final)], np.full((~np.isfinite(final)).sum(), np.nanmax(shown)), marker="^",
-                   color="tab:red", label="diverged: stopped, no final loss (shown at top)")  # fmt: skip
-    ax.axvline(report["predicted_bound"], color="k", linestyle="--", label=f"2/λ_max = {report['predicted_bound']:.5f}")
-    ax.set_yscale("log")
+    ax.axhline(optimum, color="0.6", linestyle=":", zorder=1, label=f"least-squares loss {optimum:.6g}")
+    ax.plot(lr[ok], final[ok], "o", color="tab:green", label=f"converged: {np.count_nonzero(ok)}")
+    if (~ok & drawn).any():
+        ax.plot(lr[~ok & drawn], final[~ok & drawn], "o", color="tab:orange",
+                label=f"not at the optimum: {np.count_nonzero(~ok & drawn)}")  # fmt: skip
+    if (~drawn).any():  # just above the axes, in axes coordinates: they have no value to plot
+        above = {"transform": ax.get_xaxis_transform(), "clip_on": False, "color": "tab:red"}
+        ax.plot(lr[~drawn], np.full(np.count_nonzero(~drawn), 1.03), "v",
+                label=f"diverged, no final loss: {np.count_nonzero(~drawn)}", **above)  # fmt: skip
+    ax.axvline(report["predicted_bound"], color="k", linestyle="--", label=f"2/λ_max = {report['predicted_bound']:.5g}")
+    values = final[drawn]
+    if values.size and values.min() > 0 and values.max() / values.min() > 10:
+        ax.set_yscale("log")
+    else:
+        ax.set_ylim(0, 1.5 * max(values.max(initial=optimum), optimum))
     ax.set_xlabel("learning rate")
     ax.set_ylabel("final loss")
-    ax.set_title("gradient descent on 0.5·Σ(w·x² + b − y)²: stable iff lr < 2/λ_max(H)")
-    ax.legend(fontsize=8)
+    ax.set_title("final loss against lr: stable iff lr < 2/λ_max(H)", pad=20)  # clear of the markers above
+    ax.legend(fontsize=8, loc="lower left")
     fig.tight_layout()
     return fig
 
@@ -96,7 +148,7 @@ def main(cfg: StabilityConfig) -> None:
         lrs = np.linspace(cfg.lr_min, cfg.lr_max, cfg.points)
         report = sweep(cfg.n, cfg.seed, cfg.steps, lrs)
         figures = {"final_loss_vs_lr.png": plot_sweep(report)}
-        record("lr_stability", cfg, report, figures, backend="numpy")
+        record("lr_stability", cfg, report, findings(report), figures, backend="numpy")
 
 
 if __name__ == "__main__":

@@ -11,10 +11,16 @@ matplotlib.use("Agg")
 import numpy as np  # noqa: E402
 from matplotlib import pyplot as plt  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
+from matplotlib.ticker import MaxNLocator  # noqa: E402
 
 from src.datafiles import atomic_path  # noqa: E402
 
 MAX_POINTS = 2000  # more dots than this draw no differently, but cost seconds and gigabytes at n = 1e7
+# Near float64's maximum, 1.8e308, matplotlib overflows computing an axis's limits (the data's
+# range plus margins) and a log axis's ticks (which run a few strides of decades past the data).
+# Within ±1e100, and on a log axis within [1e-100, 1e100], there is room for both.
+AXIS_EXPONENT = 100
+AXIS_MAX = 10.0**AXIS_EXPONENT
 
 
 def _thin(*arrays: np.ndarray) -> tuple[np.ndarray, ...]:
@@ -26,16 +32,50 @@ def _thin(*arrays: np.ndarray) -> tuple[np.ndarray, ...]:
     return tuple(a[keep] for a in arrays)
 
 
+def drawable(values: np.ndarray, log: bool = False) -> tuple[np.ndarray, int]:
+    """`values` as float64 with NaN (a gap in a line) wherever an axis cannot draw them, and how many.
+
+    Values that are not finite, or beyond ±AXIS_MAX, where the axis's own limits would overflow,
+    never draw; on a log axis (`log`), neither do values ≤ 0 or below 1/AXIS_MAX.
+    """
+    values = np.asarray(values, dtype=np.float64)
+    ok = np.abs(values) <= AXIS_MAX  # False for inf and NaN too
+    if log:
+        ok &= values >= 1 / AXIS_MAX
+    return np.where(ok, values, np.nan), int(np.count_nonzero(~ok))
+
+
+def curve(w: float, b: float, grid: np.ndarray) -> tuple[np.ndarray, int]:
+    """w·grid² + b on `grid`, for a line; points beyond ±AXIS_MAX (a diverged w or b) become gaps."""
+    with np.errstate(over="ignore", invalid="ignore"):  # the overflow is the case handled here, by masking
+        values = w * np.asarray(grid, dtype=np.float64) ** 2 + b
+    return drawable(values)
+
+
+def _coefficient(value: float) -> str:
+    """w or b for a title or legend: 4 decimals, as the book prints them, unless that would run to
+    hundreds of digits (a diverged run's 1e300) or to none (1e-9)."""
+    return f"{value:.4f}" if value == 0 or 1e-3 <= abs(value) < 1e6 else f"{value:.4e}"
+
+
+def _note_left_out(ax, count: int, what: str) -> None:
+    """Say in the legend (which is placed clear of the data) that `count` values (`what`) are not drawn."""
+    if count:
+        ax.plot([], [], linestyle="none", label=f"not drawn: {count} {what}")
+
+
 def plot_fit(x: np.ndarray, y: np.ndarray, w: float, b: float) -> Figure:
     """The book's figure: the data as blue dots, the fitted w·x² + b as a red line."""
     fig, ax = plt.subplots(figsize=(6, 4.5))
     grid = np.linspace(x.min(), x.max(), 400)
-    ax.plot(grid, w * grid**2 + b, "r-", label="predict", zorder=3)
-    ax.scatter(*_thin(x, y), color="blue", marker="o", label="true")
+    fitted, left_out = curve(w, b, grid)
+    ax.plot(grid, fitted, "r-", label="predict", zorder=3)
+    ax.scatter(*_thin(x, y), color="blue", marker="o", label="data")  # the book's label, "true", reads as a curve
+    _note_left_out(ax, left_out, f"curve points past ±1e{AXIS_EXPONENT}\n(diverged w, b)")
     ax.set_xlim(x.min(), x.max())
     ax.set_xlabel("x")
     ax.set_ylabel("y")
-    ax.set_title(f"y = {w:.4f}·x² + {b:.4f}")
+    ax.set_title(f"y = {_coefficient(w)}·x² + {_coefficient(b)}")
     ax.legend()
     fig.tight_layout()
     return fig
@@ -51,13 +91,21 @@ def plot_evaluation(
     w_star: float,
     b_star: float,
 ) -> Figure:
-    """The fit against held-out data: both sets as points, the fitted and the optimal curve."""
+    """The fit against held-out data: both sets as points, the fitted and the optimal curve.
+
+    The two curves nearly coincide when training converged, so the least-squares curve is a wide
+    grey dashed band and the fit a thin red line on top of it: both stay visible.
+    """
     fig, ax = plt.subplots(figsize=(6, 4.5))
     grid = np.linspace(min(x_train.min(), x_test.min()), max(x_train.max(), x_test.max()), 200)
+    fitted, left_out = curve(w, b, grid)
+    optimal, _ = curve(w_star, b_star, grid)
     ax.scatter(*_thin(x_train, y_train), color="blue", marker="o", s=14, label="train")
     ax.scatter(*_thin(x_test, y_test), color="orange", marker="x", s=18, label="test")
-    ax.plot(grid, w * grid**2 + b, "r-", zorder=3, label=f"fit: {w:.4f}·x² + {b:.4f}")
-    ax.plot(grid, w_star * grid**2 + b_star, "k--", zorder=4, label=f"least squares: {w_star:.4f}·x² + {b_star:.4f}")
+    ax.plot(grid, optimal, color="0.45", linestyle=(0, (2, 1)), linewidth=4, zorder=3,
+            label=f"least squares: {_coefficient(w_star)}·x² + {_coefficient(b_star)}")  # fmt: skip
+    ax.plot(grid, fitted, "r-", linewidth=1.5, zorder=4, label=f"fit: {_coefficient(w)}·x² + {_coefficient(b)}")
+    _note_left_out(ax, left_out, f"fit points past ±1e{AXIS_EXPONENT}\n(diverged w, b)")
     ax.set_xlabel("x")
     ax.set_ylabel("y")
     ax.set_title("fit on held-out data")
@@ -67,13 +115,25 @@ def plot_evaluation(
 
 
 def plot_loss(step: np.ndarray, loss: np.ndarray, optimum: float | None = None) -> Figure:
-    """Training loss against step, on a log scale; with `optimum`, the least-squares loss as a line."""
+    """Training loss against step, on a log scale; with `optimum`, the least-squares loss as a line.
+
+    Losses a log axis cannot draw (non-finite, ≤ 0, or outside [1/AXIS_MAX, AXIS_MAX]) are gaps,
+    counted in a note. A short history (a run stopped early) has markers, so that one point shows.
+    """
     fig, ax = plt.subplots(figsize=(6, 4.5))
-    ax.plot(step, loss, label="gradient descent")
+    shown, left_out = drawable(loss, log=True)
+    marker = "o" if len(shown) <= 50 else None
+    ax.plot(step, shown, marker=marker, label="gradient descent", zorder=3)  # above the optimum it converges onto
     if optimum is not None:
-        ax.axhline(optimum, color="k", linestyle="--", label=f"least-squares optimum {optimum:.6g}")
+        ax.axhline(optimum, color="k", linestyle="--", zorder=2, label=f"least-squares optimum {optimum:.6g}")
+    _note_left_out(ax, left_out, f"losses a log axis cannot show\n(non-finite, ≤ 0, or past 1e±{AXIS_EXPONENT})")
+    if optimum is not None or left_out:
         ax.legend()
     ax.set_yscale("log")
+    if len(step) <= 10:  # a run stopped early: a tick at each step it made, not at fractions of one
+        ax.set_xticks(step)
+    else:
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax.set_xlabel("step")
     ax.set_ylabel("loss = 0.5·Σ(ŷ − y)²")
     ax.set_title("training loss")
@@ -104,11 +164,12 @@ BACKEND_STYLE = {
 def plot_sweep(rows: list[dict], metric: str, best: dict | None) -> Figure:
     """The sweep's objective (`metric`) against lr, one line per backend, from its table rows.
 
-    Jobs that failed or diverged have no objective to plot: they are marked along the top,
-    so they never set the axis. `best`, the best job's row, is circled.
+    Jobs that failed or diverged have no objective to plot, and one above AXIS_MAX none that an
+    axis can draw: they are marked along the top, so they never set the axis. `best`, the best
+    job's row, is circled.
     """
     fig, ax = plt.subplots(figsize=(6, 4.5))
-    scored = [r for r in rows if r["status"] == "FINISHED" and np.isfinite(r["objective"])]
+    scored = [r for r in rows if r["status"] == "FINISHED" and abs(r["objective"]) <= AXIS_MAX]  # not inf, NaN
     for backend in sorted({r["backend"] for r in scored}):
         points = sorted((r["lr"], r["objective"]) for r in scored if r["backend"] == backend)
         ax.plot(*zip(*points, strict=True), label=backend, **BACKEND_STYLE.get(backend, {"marker": "o"}))
@@ -119,8 +180,9 @@ def plot_sweep(rows: list[dict], metric: str, best: dict | None) -> Figure:
     unscored = [r for r in rows if r not in scored]
     if unscored:  # just above the axes, in axes coordinates: they have no value to plot
         above = {"transform": ax.get_xaxis_transform(), "clip_on": False, "color": "tab:red", "markersize": 9}
-        ax.plot([r["lr"] for r in unscored], [1.04] * len(unscored), "v", label=f"failed or diverged: {len(unscored)}",
-                **above)  # fmt: skip
+        off_scale = any(r["status"] == "FINISHED" and np.isfinite(r["objective"]) for r in unscored)
+        what = f"failed, diverged or above 1e{AXIS_EXPONENT}" if off_scale else "failed or diverged"
+        ax.plot([r["lr"] for r in unscored], [1.04] * len(unscored), "v", label=f"{what}: {len(unscored)}", **above)
     ax.set_xscale("log")
     values = [r["objective"] for r in scored]
     if values and min(values) > 0 and max(values) / min(values) > 10:  # a log axis only where it spans decades

@@ -1,18 +1,24 @@
 """The experiments' numbers, against torch itself and against analytic values."""
 
+import copy
 import json
+import re
 import subprocess
 import sys
 
 import numpy as np
 import pytest
 import torch
+from matplotlib.text import Annotation
 from mlflow.tracking import MlflowClient
 
+from experiments import autograd_tour, backend_parity, jacobian, lr_stability
 from experiments.autograd_tour import tour
 from experiments.backend_parity import compare, trajectories
 from experiments.jacobian import analyse
 from experiments.lr_stability import sweep
+from experiments.report import console_table, markdown
+from src import plots
 from src.problem import sample_problem
 from tests.conftest import ROOT
 
@@ -103,7 +109,15 @@ def test_experiment_runs_and_logs_to_its_own_mlflow_experiment(name, tmp_path, t
     )  # fmt: skip
     assert done.returncode == 0, done.stderr
     report = json.loads((tmp_path / "out" / "report.json").read_text())
-    assert (tmp_path / "out" / "report.md").read_text().startswith(f"# {name}")
+    report_md = (tmp_path / "out" / "report.md").read_text()
+    assert report_md.startswith(f"# {name}")
+    # The console ends with the conclusion, the table of findings, and the report's path.
+    conclusion = report_md.split("**Conclusion.** ")[1].splitlines()[0]
+    assert f"{name}: {conclusion}" in done.stdout
+    rows = [line for line in report_md.splitlines()[6:] if line.startswith("| ")]  # after the header and rule
+    names = [row[2:].split(" | ")[0].replace("\\|", "|") for row in rows]
+    assert names and all(any(line.startswith(name) for line in done.stdout.splitlines()) for name in names)
+    assert done.stdout.rstrip().endswith(f"report: {tmp_path / 'out' / 'report.md'}")
     pngs = list((tmp_path / "out").glob("*.png"))
     assert pngs
     client = MlflowClient(tracking_env["MLFLOW_TRACKING_URI"])
@@ -113,3 +127,135 @@ def test_experiment_runs_and_logs_to_its_own_mlflow_experiment(name, tmp_path, t
     assert {"report.json", "report.md", *(p.name for p in pngs)} <= artifacts
     numbers = {k: v for k, v in report.items() if isinstance(v, float)}
     assert numbers and all(run.data.metrics[k] == pytest.approx(v) for k, v in numbers.items())
+
+
+# What a reader gets: report.md and the console table, and the figures.
+
+LR_GRID = np.linspace(0.001, 0.030, 59)
+
+
+@pytest.fixture(scope="module")
+def parity_runs():
+    return {dtype: trajectories(n=100, steps=800, lr=0.001, seed=0, dtype=dtype) for dtype in backend_parity.DTYPES}
+
+
+def _parity_report(runs) -> dict:
+    return {f"{d}_{key}": value for d in backend_parity.DTYPES for key, value in compare(runs[d]).items()}
+
+
+@pytest.fixture(scope="module")
+def stability_report():
+    return sweep(n=100, seed=0, steps=2000, lrs=LR_GRID)
+
+
+@pytest.fixture(scope="module")
+def all_findings(parity_runs, stability_report):
+    """Each experiment's findings from its default run, computed in this process."""
+    return {
+        "autograd_tour": autograd_tour.findings(tour(2.0, 0)),
+        "jacobian": jacobian.findings(analyse(2.0, 3.0)),
+        "backend_parity": backend_parity.findings(_parity_report(parity_runs), steps=800),
+        "lr_stability": lr_stability.findings(stability_report),
+    }
+
+
+def _digits(number: str) -> int:
+    """Significant digits written in a number such as '0.017762' or '3.2e-07'."""
+    mantissa = re.split("[eE]", number)[0].replace(".", "").lstrip("0")
+    return len(mantissa)
+
+
+@pytest.mark.parametrize("name", ["autograd_tour", "jacobian", "backend_parity", "lr_stability"])
+def test_report_md_has_short_numbers_short_cells_and_a_conclusion_that_agrees(name, all_findings):
+    text = markdown(name, all_findings[name])
+    assert text.startswith(f"# {name}\n")
+    numbers = re.findall(r"\d+(?:\.\d+)?(?:e[-+]?\d+)?", text)
+    assert numbers and max(_digits(n) for n in numbers) <= 7, max(numbers, key=_digits)  # was 0.018000000000000002
+    rows = [line for line in text.splitlines() if line.startswith("| ") and "---" not in line]
+    cells = [cell for row in rows for cell in re.split(r"(?<!\\)\|", row)[1:-1]]
+    assert len(rows) <= 20 and all(len(cell) <= 70 and cell.count(",") <= 6 for cell in cells)  # was a 59-item cell
+    [conclusion] = [line for line in text.splitlines() if line.startswith("**Conclusion.**")]
+    assert "measured: " in conclusion and conclusion.endswith("; agrees.")
+
+
+def test_the_lr_stability_conclusion_is_computed_from_the_sweep(stability_report):
+    findings = lr_stability.findings(stability_report)
+    assert f"= {stability_report['predicted_bound']:.5g};" in findings.conclusion
+    assert "the largest lr that converged is 0.0175, the smallest that did not 0.018" in findings.conclusion
+    assert dict(findings.rows)["converged"] == "34: lr 0.001 … 0.0175"
+
+    doctored = copy.deepcopy(stability_report)
+    doctored["sweep"]["converged"][3] = False  # lr = 0.0025, far below the bound, said not to converge
+    assert lr_stability.findings(doctored).conclusion.endswith(
+        "differs: not every lr below the bound converged and every lr above did not."
+    )
+
+
+def test_the_parity_conclusion_is_computed_from_the_differences(parity_runs):
+    report = _parity_report(parity_runs)
+    findings = backend_parity.findings(report, steps=800)
+    worst = max(report[f"float32_max_rel_diff_{s}"] for s in backend_parity.SERIES) / np.finfo(np.float32).eps
+    assert f"{worst:.2g} ε in float32" in findings.conclusion and findings.conclusion.endswith("agrees.")
+    report["float64_max_rel_diff_w"] = 1e-9  # a real difference in the math, not rounding
+    assert "differs: not within 100 ε (rounding) in float64" in backend_parity.findings(report, steps=800).conclusion
+
+
+def test_the_jacobian_and_tour_conclusions_notice_a_wrong_result():
+    report = analyse(2.0, 3.0)
+    report["jacobian_by_rows"][0][0] += 1
+    report["max_abs_error_vs_analytic"] = 1.0
+    assert "differs: not J equal to the analytic J" in jacobian.findings(report).conclusion
+    report = tour(2.0, 0)
+    report["after_backward"]["w.grad"] = 3.0
+    assert "differs: not w.grad = x" in autograd_tour.findings(report).conclusion
+
+
+def test_the_console_table_is_aligned(all_findings):
+    findings = all_findings["backend_parity"]
+    lines = console_table(findings).splitlines()
+    assert len(lines) == 2 + len(findings.rows)
+    assert set(lines[1]) <= {"-", " "}
+    for column, header in enumerate(findings.header[1:], start=1):
+        start = lines[0].index(header)
+        for line, row in zip(lines[2:], findings.rows, strict=True):
+            assert line[start:].startswith(row[column])
+
+
+def test_parity_figure_draws_the_steps_where_the_backends_agree_exactly(parity_runs):
+    fig = backend_parity.plot_differences(parity_runs)
+    for ax, series in zip(fig.axes, backend_parity.SERIES, strict=True):
+        assert ax.get_yscale() == "linear"
+        for line in ax.get_lines():
+            y = line.get_ydata()
+            assert len(y) == 800 and np.isfinite(y).all()  # a log axis left every exact 0 undrawn
+            assert (y == 0).any() and ax.get_ylim()[0] < 0 < ax.get_ylim()[1]
+        if series != "loss":
+            legend = [t.get_text() for t in ax.get_legend().get_texts()]
+            assert all(re.search(r"equal from step \d+ on", text) for text in legend), legend
+    plots.close(fig)
+
+
+def test_lr_stability_figure_has_readable_ticks_and_marks_the_diverged_runs(stability_report):
+    fig = lr_stability.plot_sweep(stability_report)
+    ax = fig.axes[0]
+    fig.canvas.draw()
+    labels = [t.get_text() for t in ax.get_yticklabels() if t.get_text()]
+    assert len(set(labels)) == len(labels) >= 3 and max(len(label) for label in labels) <= 6, labels
+    [diverged] = [line for line in ax.get_lines() if line.get_label().startswith("diverged")]
+    assert len(diverged.get_xdata()) == 25 and diverged.get_transform() == ax.get_xaxis_transform()
+    plots.close(fig)
+
+
+def test_the_graph_figure_clips_its_arrows_at_the_boxes_so_that_the_heads_show():
+    fig = autograd_tour.plot_graph(tour(2.0, 0))
+    arrows = [t for t in fig.axes[0].texts if isinstance(t, Annotation)]
+    assert len(arrows) == 4
+    assert all(a.arrow_patch.patchA is not None and a.arrow_patch.patchB is not None for a in arrows)
+    plots.close(fig)
+
+
+def test_the_jacobian_figure_writes_light_digits_on_dark_cells():
+    fig = jacobian.plot_jacobian(analyse(2.0, 3.0))
+    colors = {t.get_text(): t.get_color() for t in fig.axes[0].texts}
+    assert colors["6"] == "white" and colors["2"] == "black"
+    plots.close(fig)
