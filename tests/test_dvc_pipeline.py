@@ -34,11 +34,16 @@ def test_repro_runs_what_changed_and_logs_one_run_per_training(repo):
     client, (first, second) = runs(repo)
     assert [first.data.params["lr"], second.data.params["lr"]] == ["0.001", "0.005"]
     assert {first.info.status, second.info.status} == {"FINISHED"}
-    # evaluate logged into the run that train opened
-    metrics = json.loads((repo / "metrics.json").read_text())
-    assert second.data.metrics["test_mse"] == metrics["test_mse"]
+    # metrics.json holds the headline metrics, eval/details.json the rest, and MLflow all of them,
+    # in the run that train opened
+    headline = json.loads((repo / "metrics.json").read_text())
+    details = json.loads((repo / "eval" / "details.json").read_text())
+    assert list(headline) == ["test_mse", "test_r2", "loss_gap"]
+    assert not headline.keys() & details.keys()
+    metrics = headline | details
+    assert {k: second.data.metrics[k] for k in metrics} == metrics
     assert {a.path for a in client.list_artifacts(second.info.run_id, "evaluation")} == {
-        f"evaluation/{name}" for name in ("loss.csv", "loss.png", "fit.png", "metrics.json")
+        f"evaluation/{name}" for name in ("loss.csv", "loss.png", "fit.png", "metrics.json", "details.json")
     }
     # provenance: the hash of the data file the run trained on
     data_md5 = subprocess.run(["md5sum", "data/train.csv"], cwd=repo, capture_output=True, text=True).stdout.split()[0]
