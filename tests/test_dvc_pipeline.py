@@ -3,6 +3,7 @@
 import json
 import os
 import re
+import shlex
 import subprocess
 import time
 from pathlib import Path
@@ -72,6 +73,24 @@ def test_exp_run_overrides_reach_training(repo):
     shown = json.loads(dvc(repo, "exp", "show", "--json").strip().splitlines()[-1])
     names = {exp.get("name") for commit in shown for exp in (commit.get("experiments") or [])}
     assert {"fast-lr", "on-torch"} <= names
+
+    # The README's one command that compares experiments fits 120 columns, paged or not, and
+    # answers "which lr gave what". (With --no-pager, rich fits the table to COLUMNS by folding
+    # columns into "…"; the pager gets full lines.)
+    [line] = [line for line in (ROOT / "README.md").read_text().splitlines() if line.startswith("dvc exp show --")]
+    compare = shlex.split(line.split("  #")[0])[1:]
+    headers = "Experiment test_mse test_r2 loss_gap backend.name lr steps seed data.n".split()
+    for pager in ([], ["--no-pager"]):
+        done = subprocess.run([str(BIN / "dvc"), *compare, *pager], cwd=repo, env={**os.environ, "COLUMNS": "120"},
+                              capture_output=True, text=True, timeout=120)  # fmt: skip
+        lines = done.stdout.strip().splitlines()
+        assert done.returncode == 0 and max(map(len, lines)) <= 120 and "…" not in done.stdout, done.stdout
+        assert [line.split() for line in lines if "Experiment" in line] == [headers]
+        rows = {cells[2]: dict(zip(headers[1:], cells[3:], strict=True)) for cells in map(str.split, lines)
+                if len(cells) == 3 + len(headers) - 1 and cells[2].startswith("[")}  # fmt: skip
+        assert (rows["[fast-lr]"]["lr"], rows["[fast-lr]"]["backend.name"]) == ("0.01", "numpy")
+        assert (rows["[on-torch]"]["lr"], rows["[on-torch]"]["backend.name"]) == ("0.001", "torch")
+        assert float(rows["[fast-lr]"]["test_mse"]) > 0
 
 
 @pytest.mark.slow
