@@ -4,6 +4,7 @@ import json
 import os
 import re
 import shlex
+import shutil
 import subprocess
 import time
 from pathlib import Path
@@ -14,6 +15,8 @@ import yaml
 from omegaconf import OmegaConf
 
 from tests.conftest import BIN, ROOT, compose_config, dvc, mlflow_service, rest, run_dvc, runs, stages_run
+
+GIT_RESULTS = ("params.yaml", "metrics.json")  # outputs that git holds, not the DVC cache
 
 
 def test_params_yaml_is_the_composition_of_conf():
@@ -190,3 +193,38 @@ def test_a_pipeline_run_is_complete_in_mlflows_rest_api_and_its_model_serves(rep
     predicted = json.loads((tmp_path / "y.json").read_text())["predictions"]
     x = np.array([-1.5, 0, 0.25, 2])
     np.testing.assert_array_equal(predicted, fit["w"] * x**2 + fit["b"])
+
+
+@pytest.mark.slow
+def test_push_and_pull_through_the_default_remote(repo, tmp_path):
+    project = dvc(repo, "config", "--project", "--list").split()
+    assert "core.remote=storage" in project
+    home = Path("~/.cache/autograd-pipeline/dvc-remote").expanduser()  # each user's own, outside any clone
+    assert f"remote.storage.url={home}" in project
+    remote = tmp_path / "dvc-remote" / "storage"  # where the repo fixture points it, not the user's folder
+    assert dvc(repo, "config", "remote.storage.url").strip() == str(remote)
+
+    dvc(repo, "repro")
+    subprocess.run(["git", "add", "-A"], cwd=repo, check=True)
+    subprocess.run(["git", "commit", "-qm", "results"], cwd=repo, check=True)
+    lock = yaml.safe_load((repo / "dvc.lock").read_text())["stages"]
+    cached = [repo / o["path"] for stage in lock.values() for o in stage["outs"] if o["path"] not in GIT_RESULTS]
+    files = sorted(f for out in cached for f in ([out] if out.is_file() else out.rglob("*")) if f.is_file())
+    before = {f.relative_to(repo): f.read_bytes() for f in files}
+    assert {f.parts[0] for f in before} == {"data", "models", "eval"}
+    dvc(repo, "push")
+    assert any(remote.rglob("*"))
+
+    # With no copy of HEAD's outputs in the clone, `dvc plots diff` reads them from the remote.
+    shutil.rmtree(repo / ".dvc" / "cache")
+    assert "failed to load" not in dvc(repo, "plots", "diff", "HEAD")
+
+    for out in cached:
+        if out.is_dir():
+            shutil.rmtree(out)
+        else:
+            out.unlink()
+    assert "deleted" in dvc(repo, "status")
+    dvc(repo, "pull")
+    assert "Data and pipelines are up to date." in dvc(repo, "status")
+    assert {f.relative_to(repo): f.read_bytes() for f in files} == before
