@@ -136,6 +136,11 @@ def repo(tmp_path) -> Path:
     for name in _project_files():
         (repo / name).parent.mkdir(parents=True, exist_ok=True)
         shutil.copy2(ROOT / name, repo / name)
+    # Every DVC remote in .dvc/config (the user's own folder) is a folder under tmp_path here, so
+    # that no test pushes to it; .dvc/config.local, where the override lives, is not committed.
+    names = re.findall(r"""^\['remote "([^"]+)"'\]""", (repo / ".dvc" / "config").read_text(), re.MULTILINE)
+    local = "".join(f"""['remote "{name}"']\n    url = {tmp_path / "dvc-remote" / name}\n""" for name in names)
+    (repo / ".dvc" / "config.local").write_text(local)
     for command in (["init", "-q"], ["add", "-A"], ["commit", "-qm", "project"]):
         subprocess.run(["git", *command], cwd=repo, check=True, capture_output=True)
     return repo

@@ -3,6 +3,8 @@
 import json
 import os
 import re
+import shlex
+import shutil
 import subprocess
 import time
 from pathlib import Path
@@ -13,6 +15,8 @@ import yaml
 from omegaconf import OmegaConf
 
 from tests.conftest import BIN, ROOT, compose_config, dvc, mlflow_service, rest, run_dvc, runs, stages_run
+
+GIT_RESULTS = ("params.yaml", "metrics.json")  # outputs that git holds, not the DVC cache
 
 
 def test_params_yaml_is_the_composition_of_conf():
@@ -34,11 +38,16 @@ def test_repro_runs_what_changed_and_logs_one_run_per_training(repo):
     client, (first, second) = runs(repo)
     assert [first.data.params["lr"], second.data.params["lr"]] == ["0.001", "0.005"]
     assert {first.info.status, second.info.status} == {"FINISHED"}
-    # evaluate logged into the run that train opened
-    metrics = json.loads((repo / "metrics.json").read_text())
-    assert second.data.metrics["test_mse"] == metrics["test_mse"]
+    # metrics.json holds the headline metrics, eval/details.json the rest, and MLflow all of them,
+    # in the run that train opened
+    headline = json.loads((repo / "metrics.json").read_text())
+    details = json.loads((repo / "eval" / "details.json").read_text())
+    assert list(headline) == ["test_mse", "test_r2", "loss_gap"]
+    assert not headline.keys() & details.keys()
+    metrics = headline | details
+    assert {k: second.data.metrics[k] for k in metrics} == metrics
     assert {a.path for a in client.list_artifacts(second.info.run_id, "evaluation")} == {
-        f"evaluation/{name}" for name in ("loss.csv", "loss.png", "fit.png", "metrics.json")
+        f"evaluation/{name}" for name in ("loss.csv", "loss.png", "fit.png", "metrics.json", "details.json")
     }
     # provenance: the hash of the data file the run trained on
     data_md5 = subprocess.run(["md5sum", "data/train.csv"], cwd=repo, capture_output=True, text=True).stdout.split()[0]
@@ -67,6 +76,24 @@ def test_exp_run_overrides_reach_training(repo):
     shown = json.loads(dvc(repo, "exp", "show", "--json").strip().splitlines()[-1])
     names = {exp.get("name") for commit in shown for exp in (commit.get("experiments") or [])}
     assert {"fast-lr", "on-torch"} <= names
+
+    # The README's one command that compares experiments fits 120 columns, paged or not, and
+    # answers "which lr gave what". (With --no-pager, rich fits the table to COLUMNS by folding
+    # columns into "…"; the pager gets full lines.)
+    [line] = [line for line in (ROOT / "README.md").read_text().splitlines() if line.startswith("dvc exp show --")]
+    compare = shlex.split(line.split("  #")[0])[1:]
+    headers = "Experiment test_mse test_r2 loss_gap backend.name lr steps seed data.n".split()
+    for pager in ([], ["--no-pager"]):
+        done = subprocess.run([str(BIN / "dvc"), *compare, *pager], cwd=repo, env={**os.environ, "COLUMNS": "120"},
+                              capture_output=True, text=True, timeout=120)  # fmt: skip
+        lines = done.stdout.strip().splitlines()
+        assert done.returncode == 0 and max(map(len, lines)) <= 120 and "…" not in done.stdout, done.stdout
+        assert [line.split() for line in lines if "Experiment" in line] == [headers]
+        rows = {cells[2]: dict(zip(headers[1:], cells[3:], strict=True)) for cells in map(str.split, lines)
+                if len(cells) == 3 + len(headers) - 1 and cells[2].startswith("[")}  # fmt: skip
+        assert (rows["[fast-lr]"]["lr"], rows["[fast-lr]"]["backend.name"]) == ("0.01", "numpy")
+        assert (rows["[on-torch]"]["lr"], rows["[on-torch]"]["backend.name"]) == ("0.001", "torch")
+        assert float(rows["[fast-lr]"]["test_mse"]) > 0
 
 
 @pytest.mark.slow
@@ -166,3 +193,38 @@ def test_a_pipeline_run_is_complete_in_mlflows_rest_api_and_its_model_serves(rep
     predicted = json.loads((tmp_path / "y.json").read_text())["predictions"]
     x = np.array([-1.5, 0, 0.25, 2])
     np.testing.assert_array_equal(predicted, fit["w"] * x**2 + fit["b"])
+
+
+@pytest.mark.slow
+def test_push_and_pull_through_the_default_remote(repo, tmp_path):
+    project = dvc(repo, "config", "--project", "--list").split()
+    assert "core.remote=storage" in project
+    home = Path("~/.cache/autograd-pipeline/dvc-remote").expanduser()  # each user's own, outside any clone
+    assert f"remote.storage.url={home}" in project
+    remote = tmp_path / "dvc-remote" / "storage"  # where the repo fixture points it, not the user's folder
+    assert dvc(repo, "config", "remote.storage.url").strip() == str(remote)
+
+    dvc(repo, "repro")
+    subprocess.run(["git", "add", "-A"], cwd=repo, check=True)
+    subprocess.run(["git", "commit", "-qm", "results"], cwd=repo, check=True)
+    lock = yaml.safe_load((repo / "dvc.lock").read_text())["stages"]
+    cached = [repo / o["path"] for stage in lock.values() for o in stage["outs"] if o["path"] not in GIT_RESULTS]
+    files = sorted(f for out in cached for f in ([out] if out.is_file() else out.rglob("*")) if f.is_file())
+    before = {f.relative_to(repo): f.read_bytes() for f in files}
+    assert {f.parts[0] for f in before} == {"data", "models", "eval"}
+    dvc(repo, "push")
+    assert any(remote.rglob("*"))
+
+    # With no copy of HEAD's outputs in the clone, `dvc plots diff` reads them from the remote.
+    shutil.rmtree(repo / ".dvc" / "cache")
+    assert "failed to load" not in dvc(repo, "plots", "diff", "HEAD")
+
+    for out in cached:
+        if out.is_dir():
+            shutil.rmtree(out)
+        else:
+            out.unlink()
+    assert "deleted" in dvc(repo, "status")
+    dvc(repo, "pull")
+    assert "Data and pipelines are up to date." in dvc(repo, "status")
+    assert {f.relative_to(repo): f.read_bytes() for f in files} == before

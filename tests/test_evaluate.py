@@ -75,8 +75,8 @@ def test_a_model_no_run_made_writes_nothing(tmp_path, tracking_env):
     (tmp_path / "models" / "history.csv").write_text("step,loss,w,b\n0,1,2,3\n")
     command = [sys.executable, "-m", "src.stages.evaluate", "--params", str(ROOT / "params.yaml"),
                "--train", "train.csv", "--test", "train.csv", "--model", "models", "--metrics", "metrics.json",
-               "--plots", "eval"]  # fmt: skip
+               "--details", "details.json", "--plots", "eval"]  # fmt: skip
     done = subprocess.run(command, cwd=tmp_path, env=tracking_env, capture_output=True, text=True)
     assert done.returncode == 1
     assert "error: models/fit.json: no run in MLflow experiment 'autograd-fit'" in done.stderr
-    assert not (tmp_path / "metrics.json").exists() and not (tmp_path / "eval").exists()
+    assert not any((tmp_path / name).exists() for name in ("metrics.json", "details.json", "eval"))

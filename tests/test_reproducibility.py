@@ -180,7 +180,7 @@ def test_verify_reports_reproduced_outputs_and_names_a_stale_lock(repo):
     verify = [sys.executable, "-m", "src.verify"]
     done = subprocess.run(verify, cwd=repo, capture_output=True, text=True)
     assert done.returncode == 0, done.stdout + done.stderr
-    assert "reproduced: 9 outputs identical" in done.stdout
+    assert "reproduced: 10 outputs identical" in done.stdout
 
     # A commit whose lock does not match its code.
     lock = yaml.safe_load((repo / "dvc.lock").read_text())

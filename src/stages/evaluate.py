@@ -1,7 +1,8 @@
 """DVC stage `evaluate`: the fit on held-out data, against the closed-form optimum and the truth.
 
-Writes `metrics.json` and the evaluation plots, and logs both into the MLflow run that made
-the model: the newest run tagged with the digest of `fit.json` (see the `train` stage).
+Writes the headline metrics to `metrics.json`, every other number to a details file, and the
+evaluation plots, and logs them all into the MLflow run that made the model: the newest run
+tagged with the digest of `fit.json` (see the `train` stage).
 """
 
 from __future__ import annotations
@@ -18,6 +19,8 @@ from src.errors import DataFileError
 from src.stages import MODEL_TAG, load_params, stage_errors
 
 log = logging.getLogger(__name__)
+# The headline metrics, the only ones in `metrics.json`: `dvc exp show` puts every metric
+# column before the params, so each further metric there hides a param at a terminal's width.
 SUMMARY = ("test_mse", "test_r2", "loss_gap")
 
 
@@ -88,7 +91,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--train", required=True, help="the training CSV from `generate`")
     parser.add_argument("--test", required=True, help="the test CSV from `generate`")
     parser.add_argument("--model", required=True, help="the folder the `train` stage wrote")
-    parser.add_argument("--metrics", required=True, help="JSON to write the metrics to")
+    parser.add_argument("--metrics", required=True, help="JSON to write the headline metrics to")
+    parser.add_argument("--details", required=True, help="JSON to write the other metrics to")
     parser.add_argument("--plots", required=True, help="folder for loss.csv, loss.png and fit.png")
     args = parser.parse_args(argv)
     with stage_errors():
@@ -110,7 +114,8 @@ def main(argv: list[str] | None = None) -> None:
             x_train, y_train, x_test, y_test, fit["w"], fit["b"], metrics["w_star"], metrics["b_star"]
         )
         plots.save(figure, out / "fit.png")
-        datafiles.write_json(Path(args.metrics), metrics)
+        datafiles.write_json(Path(args.details), {k: v for k, v in metrics.items() if k not in SUMMARY})
+        datafiles.write_json(Path(args.metrics), {k: metrics[k] for k in SUMMARY})
 
         with tracking.store_errors(tracking.tracking_uri()):
             client = tracking.current_client()
@@ -119,6 +124,7 @@ def main(argv: list[str] | None = None) -> None:
             for name in ("loss.csv", "loss.png", "fit.png"):
                 client.log_artifact(run_id, str(out / name), artifact_path="evaluation")
             client.log_artifact(run_id, args.metrics, artifact_path="evaluation")
+            client.log_artifact(run_id, args.details, artifact_path="evaluation")
         log.info("test MSE %.6g, R² %.6f, gap to the optimal loss %.3g", *(metrics[k] for k in SUMMARY))
 
 
