@@ -44,6 +44,7 @@ class Result:
     loss: float
     w: float
     b: float
+    test_mse: float | None = None  # logged when `objective=test_mse`
 
 
 def train(
@@ -100,14 +101,18 @@ def train(
         w, b = (float(history.w[-1]), float(history.b[-1])) if len(history.w) else (w0, b0)
         final_loss = problem.loss(x, y, w, b)
         _write_outputs(output_dir, x, y, history, w, b, OmegaConf.to_yaml(resolved))
+        # A diverged run has no final model: its last parameters are the ones whose loss overflowed.
+        final = {} if history.diverged else {"final_loss": final_loss, "final_w": w, "final_b": b}
+        if final and config.objective is Objective.test_mse:
+            # logged with the fit, so that a FINISHED run always holds its objective (a resumed sweep reads it)
+            final["test_mse"] = held_out_mse(config, w, b)
         tracking.log_params_and_history(
             client,
             run_id,
             params={**flatten(resolved), "lr_bound": bound},
             history={"loss": history.loss, "log10_loss": _log10(history.loss), "w": history.w, "b": history.b},
             steps=history.step,
-            # A diverged run has no final model: its last parameters are the ones whose loss overflowed.
-            final={} if history.diverged else {"final_loss": final_loss, "final_w": w, "final_b": b},
+            final=final,
         )
         for name in ("loss.png", "fit.png", "config.yaml", "history.csv"):
             client.log_artifact(run_id, str(output_dir / name))
@@ -117,7 +122,7 @@ def train(
         if history.diverged:
             raise TrainingDiverged(_divergence(len(history.step) and history.step[-1] + 1, history.loss, final_loss,
                                                config.lr, bound))  # fmt: skip
-    return Result(run_id=run_id, experiment_id=experiment_id, loss=final_loss, w=w, b=b)
+    return Result(run_id, experiment_id, loss=final_loss, w=w, b=b, test_mse=final.get("test_mse"))
 
 
 LONG_RUN_SECONDS = 60
@@ -212,7 +217,7 @@ def main(cfg: DictConfig) -> float:
             log.error("%s", e)  # one diverging job must not end the sweep; it scores infinitely badly
             return math.inf
         log_summary(result, config.experiment_name, browse_hint=not in_sweep)
-        return held_out_mse(config, result) if config.objective is Objective.test_mse else result.loss
+        return result.test_mse if config.objective is Objective.test_mse else result.loss
 
 
 def _discard_run_folder(folder: Path) -> None:
@@ -234,15 +239,10 @@ def _discard_run_folder(folder: Path) -> None:
             break
 
 
-def held_out_mse(config: TrainConfig, result: Result) -> float:
-    """The fit's mean squared error on the test set that the DVC `generate` stage draws; logged as test_mse."""
+def held_out_mse(config: TrainConfig, w: float, b: float) -> float:
+    """The fit's mean squared error on the test set that the DVC `generate` stage draws."""
     x, y = make_test_set(config)
-    mse = float(np.mean((result.w * x**2 + result.b - y) ** 2))
-    with tracking.store_errors(tracking.tracking_uri()):
-        tracking.log_params_and_history(
-            tracking.current_client(), result.run_id, {}, history={}, final={"test_mse": mse}
-        )
-    return mse
+    return float(np.mean((w * x**2 + b - y) ** 2))
 
 
 def _sweep_job_name(job: int, overrides: list[str]) -> str:
