@@ -22,12 +22,11 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
-from src import datafiles, plots, problem, tracking, usage
+from src import datafiles, plots, problem, sweep, tracking, usage
 from src.backends import History, estimated_seconds, kept_steps, load_fit, resolve_device
 from src.config import Objective, TrainConfig, flatten, load_config
 from src.errors import ConfigError, DataFileError, TrainingDiverged, clean_exit
 from src.sampling import make_problem, make_test_set
-from src.sweep import sweep_parent
 
 log = logging.getLogger(__name__)
 
@@ -83,7 +82,7 @@ def train(
     client, experiment_id = tracking.open_experiment(uri, config.experiment_name)
     run_name = run_name or f"{backend} lr={config.lr:g} seed={config.seed}"
     tags = {**tracking.run_tags(backend, device), "output_dir": str(output_dir.resolve()), **(extra_tags or {})}
-    parent = sweep_parent()
+    parent = sweep.sweep_parent()
     expected = estimated_seconds(backend, len(x), config.steps)
     _warn_if_long(expected, kept_steps(config.steps, config.log_every), config.log_every)
     with tracking.store_errors(uri), tracking.tracked_run(experiment_id, run_name, tags, parent, expected) as run_id:
@@ -120,6 +119,7 @@ def train(
         if not history.diverged:
             tracking.log_model(w, b, x_example=x[:: max(1, len(x) // 5)][:5])
         if history.diverged:
+            client.set_tag(run_id, sweep.DIVERGED_TAG, "true")
             raise TrainingDiverged(_divergence(len(history.step) and history.step[-1] + 1, history.loss, final_loss,
                                                config.lr, bound))  # fmt: skip
     return Result(run_id, experiment_id, loss=final_loss, w=w, b=b, test_mse=final.get("test_mse"))
@@ -207,10 +207,17 @@ def main(cfg: DictConfig) -> float:
             raise
         _check_memory(config.data.n)
         resolved = OmegaConf.to_container(cfg, resolve=True)
-        tags = {"sweep_job": str(hydra_config.job.num)} if in_sweep else {}
-        name = _sweep_job_name(hydra_config.job.num, hydra_config.overrides.task) if in_sweep else None
+        data = make_problem(config)
+        tags, name = {}, None
+        if in_sweep:
+            name = _sweep_job_name(hydra_config.job.num, hydra_config.overrides.task)
+            key = sweep.job_key(resolved, tracking.code_version(), data.x, data.y)
+            if earlier := sweep.earlier_result(key, sweep.OBJECTIVE_METRIC[config.objective.value]):
+                log.info("%s: done before the sweep stopped, in run %s; not run again", name, earlier[0])
+                return earlier[1]
+            tags = {"sweep_job": str(hydra_config.job.num), sweep.JOB_KEY_TAG: key}
         try:
-            result = train(config, resolved, make_problem(config), Path(hydra_config.runtime.output_dir), tags, name)
+            result = train(config, resolved, data, Path(hydra_config.runtime.output_dir), tags, name)
         except TrainingDiverged as e:
             if not in_sweep:
                 raise
