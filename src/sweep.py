@@ -26,6 +26,7 @@ import math
 import os
 import time
 from collections.abc import Mapping
+from pathlib import Path
 
 import numpy as np
 import psutil
@@ -107,6 +108,13 @@ def earlier_result(key: str, objective_metric: str) -> tuple[str, float] | None:
         if run.info.status == "FAILED" and run.data.tags.get(DIVERGED_TAG) == "true":
             return run.info.run_id, math.inf
     return None
+
+
+def study_storage() -> str:
+    """Where an Optuna search keeps its study: optuna.db beside the MLflow SQLite store, else in the project root."""
+    uri = tracking.tracking_uri()
+    folder = Path(uri.removeprefix("sqlite:///")).parent if uri.startswith("sqlite:///") else tracking.project_root()
+    return f"sqlite:///{folder / 'optuna.db'}"
 
 
 def one_row_per_job(rows: list[Mapping]) -> list[Mapping]:

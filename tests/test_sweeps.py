@@ -1,5 +1,6 @@
 """Multiruns with every launcher, Optuna search, and a real remote tracking server."""
 
+import math
 import os
 import signal
 import subprocess
@@ -192,6 +193,28 @@ def test_a_killed_sweep_resumes_and_runs_only_the_jobs_it_did_not_finish(tmp_pat
     assert f"which ended KILLED with {finished_before} job(s) finished" in done.stdout
     assert done.stdout.count(": done before the sweep stopped, in run") == finished_before
     assert done.stdout.count("Launching 1 jobs locally") == 0 and "Launching 6 jobs locally" in done.stdout
+
+
+def test_a_stopped_optuna_search_resumes_its_study_up_to_n_trials(tmp_path, tracking_env):
+    import optuna
+
+    command = ["search=optuna_lr", "hydra.sweeper.n_trials=4"]
+    _stop_after(command, 2, signal.SIGINT, tmp_path, tracking_env)  # Ctrl-C: the parent ends KILLED
+    uri = tracking_env["MLFLOW_TRACKING_URI"]
+    before = _sweep(uri)[1:]
+    assert before[0].info.status == "KILLED"
+    done = run_cli(*command, cwd=tmp_path, env=tracking_env, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "Using an existing study" in done.stdout and "resuming Optuna study" in done.stdout
+    ended = _check_resumed(uri, before, jobs=4)
+    assert len({r.data.params["lr"] for r in ended}) == 4, "the resumed search chose an lr it had tried"
+    study = optuna.load_study(
+        study_name=f"lr_search-{before[0].info.run_id}", storage=f"sqlite:///{tmp_path}/optuna.db"
+    )
+    complete = study.get_trials(states=(optuna.trial.TrialState.COMPLETE,))
+    assert len(complete) == 4  # the trial the stop cut short is FAIL, and was tried again
+    objectives = [r.data.metrics["test_mse"] if r.info.status == "FINISHED" else math.inf for r in ended]
+    assert sorted(t.value for t in complete) == sorted(objectives)
 
 
 def test_runs_log_over_http_to_a_real_tracking_server(tmp_path):
