@@ -9,12 +9,18 @@ sweep ends the parent gets a summary: the best job, a table of final losses, and
 against lr for each backend; the best job's model is registered under the experiment's name
 with the alias `best`. A sweep stopped by Ctrl-C or SIGTERM stops its jobs and closes its
 parent run as KILLED; one that dies otherwise closes it as FAILED.
+
+Re-running the command of a sweep that did not end FINISHED resumes it (see `resumable_parent`):
+the parent is reopened, and a job that an earlier attempt finished (or saw diverge), with the same
+config, code and data (`job_key`), is not run again: it hands the sweeper the objective its run recorded.
 """
 
 from __future__ import annotations
 
 import atexit
 import contextlib
+import hashlib
+import json
 import logging
 import math
 import os
@@ -24,13 +30,20 @@ import time
 from collections.abc import Mapping
 from pathlib import Path
 
+import numpy as np
 import psutil
 from hydra.experimental.callback import Callback
-from omegaconf import DictConfig
+from mlflow.entities import Run
+from mlflow.tracking import MlflowClient
+from omegaconf import DictConfig, OmegaConf
 
 from src import errors, plots, tracking
 
 PARENT_RUN_ENV = "SWEEP_PARENT_RUN_ID"
+RESUMED_AT_ENV = "SWEEP_RESUMED_AT"  # set in a resumed sweep: when this attempt began, in ms since the epoch
+SWEEP_KEY_TAG = "sweep_key"
+JOB_KEY_TAG = "sweep_job_key"
+DIVERGED_TAG = "diverged"  # "true" on a run whose loss diverged: FAILED, but with a known result
 TABLE_COLUMNS = ("job", "backend", "lr", "seed", "status", "final_loss", "objective", "run_id")
 # The metric each `objective` setting returns to the sweeper, by which the sweep ranks its jobs.
 OBJECTIVE_METRIC = {"train_loss": "final_loss", "test_mse": "test_mse"}
@@ -41,6 +54,78 @@ log = logging.getLogger(__name__)
 def sweep_parent() -> str | None:
     """The id of the sweep's parent run, inside a sweep's job; else None."""
     return os.environ.get(PARENT_RUN_ENV) or None
+
+
+def sweep_key(task_overrides: list[str], sweeper: Mapping, code: str) -> str:
+    """What decides a multirun's jobs: its command line's overrides (sweeps included), its sweeper's
+    settings (an Optuna search's space, seed and n_trials) and the code. The launcher is not in it."""
+    return _digest([list(task_overrides), dict(sweeper), code])
+
+
+def job_key(config: Mapping, code: str, x: np.ndarray, y: np.ndarray) -> str:
+    """What decides a job's result: its resolved config, the code, and the training data's bytes."""
+    data = hashlib.sha256()
+    for array in (x, y):
+        data.update(f"{array.dtype} {array.shape}".encode())
+        data.update(np.ascontiguousarray(array).tobytes())
+    return _digest([dict(config), code, data.hexdigest()])
+
+
+def _digest(value: object) -> str:
+    return hashlib.sha256(json.dumps(value, sort_keys=True).encode()).hexdigest()
+
+
+def resumable_parent(client: MlflowClient, experiment_id: str, key: str) -> Run | None:
+    """The parent run of the newest sweep keyed `key`, if that sweep ended KILLED or FAILED: the one to resume.
+
+    A sweep that FINISHED is not resumed (running its command again starts a new sweep), nor one
+    that is still RUNNING (another process is at it; a dead one's was ended KILLED on opening the store).
+    """
+    newest = client.search_runs(
+        [experiment_id],
+        filter_string=f"tags.{SWEEP_KEY_TAG} = '{key}'",
+        order_by=["attributes.start_time DESC"],
+        max_results=1,
+    )
+    return newest[0] if newest and newest[0].info.status in ("KILLED", "FAILED") else None
+
+
+def earlier_result(key: str, objective_metric: str) -> tuple[str, float] | None:
+    """Inside a resumed sweep's job: (run id, objective) of the run of job `key` that an earlier attempt
+    at the sweep finished, or None (a fresh sweep, or a job still to run). A run that diverged counts
+    as done, with the objective it scored, inf: running it again would only diverge again."""
+    parent, resumed_at = sweep_parent(), os.environ.get(RESUMED_AT_ENV)
+    if not (parent and resumed_at):
+        return None
+    with tracking.store_errors(tracking.tracking_uri()):
+        client = tracking.current_client()
+        runs = client.search_runs(
+            [client.get_run(parent).info.experiment_id],
+            filter_string=f"tags.`mlflow.parentRunId` = '{parent}' AND tags.{JOB_KEY_TAG} = '{key}' "
+            f"AND attributes.start_time < {int(resumed_at)}",
+        )
+    for run in runs:
+        if run.info.status == "FINISHED" and objective_metric in run.data.metrics:
+            return run.info.run_id, run.data.metrics[objective_metric]
+        if run.info.status == "FAILED" and run.data.tags.get(DIVERGED_TAG) == "true":
+            return run.info.run_id, math.inf
+    return None
+
+
+def study_storage() -> str:
+    """Where an Optuna search keeps its study: optuna.db beside the MLflow SQLite store, else in the project root."""
+    uri = tracking.tracking_uri()
+    folder = Path(uri.removeprefix("sqlite:///")).parent if uri.startswith("sqlite:///") else tracking.project_root()
+    return f"sqlite:///{folder / 'optuna.db'}"
+
+
+def one_row_per_job(rows: list[Mapping]) -> list[Mapping]:
+    """A resumed sweep also holds the runs its earlier attempts left unfinished: keep each job's
+    FINISHED run if it has one, else its latest; in job order."""
+    kept = {}
+    for row in sorted(rows, key=lambda r: (r["status"] == "FINISHED", r["start"])):
+        kept[row["job"]] = row
+    return sorted(kept.values(), key=lambda r: r["job"])
 
 
 def summarize(rows: list[Mapping]) -> dict:
@@ -89,7 +174,8 @@ def _optuna_logs_through_hydra(config: DictConfig) -> None:
 
 
 class MlflowSweepCallback(Callback):
-    def __init__(self) -> None:
+    def __init__(self, resume: bool = True) -> None:
+        self._resume = resume  # hydra.callbacks.mlflow_sweep.resume=false: always start a new sweep
         self._client = None
         self._parent: str | None = None
         self._experiment_name = ""
@@ -98,15 +184,34 @@ class MlflowSweepCallback(Callback):
     def on_multirun_start(self, config: DictConfig, **kwargs) -> None:
         _optuna_logs_through_hydra(config)
         client, experiment_id = tracking.open_experiment(tracking.tracking_uri(), config.experiment_name)
-        self._experiment_name = config.experiment_name
-        name = f"sweep {time.strftime('%H:%M:%S')}"  # the date is in the Created column beside it
-        tags = tracking.standard_tags({**tracking.run_tags("sweep", "-"), "sweep": "true"})
-        self._client, self._parent = client, client.create_run(experiment_id, run_name=name, tags=tags).info.run_id
+        self._client, self._experiment_name = client, config.experiment_name
+        sweeper = OmegaConf.to_container(config.hydra.sweeper, resolve=False)
+        key = sweep_key(list(config.hydra.overrides.task), sweeper, tracking.code_version())
+        earlier = resumable_parent(client, experiment_id, key) if self._resume else None
+        if earlier:
+            self._parent = self._reopen(earlier)
+        else:
+            name = f"sweep {time.strftime('%H:%M:%S')}"  # the date is in the Created column beside it
+            tags = tracking.standard_tags({**tracking.run_tags("sweep", "-"), "sweep": "true", SWEEP_KEY_TAG: key})
+            self._parent = client.create_run(experiment_id, run_name=name, tags=tags).info.run_id
+            log.info("sweep parent MLflow run %s (%s)", self._parent, name)
         os.environ[PARENT_RUN_ENV] = self._parent
         if "SlurmLauncher" in str(config.hydra.launcher.get("_target_", "")):  # submitit names job folders by id
             self._slurm_jobs = Path(config.hydra.sweep.dir) / ".submitit"
         atexit.register(self._abandon)  # runs only if the sweep never reaches on_multirun_end
-        log.info("sweep parent MLflow run %s (%s)", self._parent, name)
+
+    def _reopen(self, parent: Run) -> str:
+        """Mark the parent RUNNING again, owned by this process, and tell the jobs that the sweep resumes."""
+        run_id, client = parent.info.run_id, self._client
+        done = [r for r in self._children(run_id, "final_loss") if r["status"] == "FINISHED"]
+        os.environ[RESUMED_AT_ENV] = str(int(time.time() * 1000))
+        client.update_run(run_id, status="RUNNING")
+        for key, value in tracking.owner_tags().items():  # close_stale_runs judges the parent by its owner
+            client.set_tag(run_id, key, value)
+        log.info("resuming sweep parent MLflow run %s (%s), which ended %s with %d job(s) finished; jobs done "
+                 "before are not run again (hydra.callbacks.mlflow_sweep.resume=false starts a new sweep)",
+                 run_id, parent.info.run_name, parent.info.status, len(done))  # fmt: skip
+        return run_id
 
     def on_multirun_end(self, config: DictConfig, **kwargs) -> None:
         self._close("FINISHED", OBJECTIVE_METRIC[config.objective])
@@ -132,6 +237,7 @@ class MlflowSweepCallback(Callback):
             return
         parent, self._parent = self._parent, None
         os.environ.pop(PARENT_RUN_ENV, None)
+        os.environ.pop(RESUMED_AT_ENV, None)
         try:
             rows = self._children(parent, objective_metric)
             summary = summarize(rows)
@@ -169,10 +275,11 @@ class MlflowSweepCallback(Callback):
                 "final_loss": run.data.metrics.get("final_loss", math.nan),
                 "objective": run.data.metrics.get(objective_metric, math.nan),
                 "run_id": run.info.run_id,
+                "start": run.info.start_time,
             }
             for run in runs
         ]
-        return sorted(rows, key=lambda r: r["job"])
+        return one_row_per_job(rows)
 
     def _log_summary(self, parent: str, rows: list[dict], summary: dict, objective_metric: str) -> None:
         client = self._client

@@ -8,6 +8,7 @@ root (an absolute path, so runs started from any folder land in it) and artifact
 from __future__ import annotations
 
 import fcntl
+import hashlib
 import io
 import logging
 import os
@@ -550,19 +551,37 @@ def _slurm_job_ended(job: str) -> bool:
 PIPELINE_RESULTS = ("dvc.lock", "metrics.json")
 
 
+def _git(root: Path, *args: str) -> str:
+    return subprocess.run(["git", *args], cwd=root, capture_output=True, text=True, check=True).stdout
+
+
 def _git_state(root: Path) -> tuple[str, bool]:
     """The commit at HEAD, and whether any file that can change a result differs from it."""
-
-    def git(*args: str) -> str:
-        done = subprocess.run(["git", *args], cwd=root, capture_output=True, text=True, check=True)
-        return done.stdout
-
     try:
-        commit = git("rev-parse", "HEAD").strip()
-        changed = git("status", "--porcelain", "--untracked-files=all").splitlines()
+        commit = _git(root, "rev-parse", "HEAD").strip()
+        changed = _git(root, "status", "--porcelain", "--untracked-files=all").splitlines()
     except (OSError, subprocess.CalledProcessError):
         return "unknown", True
     return commit, any(line[3:].strip('"') not in PIPELINE_RESULTS for line in changed)
+
+
+def code_version() -> str:
+    """The code that runs: the commit at HEAD, plus, when the tree is dirty, a digest of its uncommitted
+    changes (edits to tracked files and untracked files' contents), so that two different edits of one
+    commit never pass for the same code. A resumed sweep reuses a job's run only for the same version."""
+    commit, dirty = _git_state(CODE_ROOT)
+    if not dirty:
+        return commit
+    digest = hashlib.sha256()
+    try:
+        excluded = [f":(exclude){name}" for name in PIPELINE_RESULTS]
+        digest.update(_git(CODE_ROOT, "diff", "HEAD", "--binary", "--", ".", *excluded).encode())
+        for name in _git(CODE_ROOT, "ls-files", "--others", "--exclude-standard", "-z").split("\0"):
+            if name and (CODE_ROOT / name).is_file():
+                digest.update(name.encode() + b"\0" + (CODE_ROOT / name).read_bytes())
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"  # no git to ask: the code cannot be told apart
+    return f"{commit}+{digest.hexdigest()[:16]}"
 
 
 def _md5_or_unknown(path: Path) -> str:

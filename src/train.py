@@ -23,12 +23,11 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
-from src import datafiles, plots, problem, tracking, usage
+from src import datafiles, plots, problem, sweep, tracking, usage
 from src.backends import History, estimated_seconds, kept_steps, load_fit, resolve_device
 from src.config import Objective, TrainConfig, flatten, load_config
 from src.errors import ConfigError, DataFileError, TrainingDiverged, clean_exit
 from src.sampling import make_problem, make_test_set
-from src.sweep import sweep_parent
 
 log = logging.getLogger(__name__)
 
@@ -45,6 +44,7 @@ class Result:
     loss: float
     w: float
     b: float
+    test_mse: float | None = None  # logged when `objective=test_mse`
 
 
 def train(
@@ -83,7 +83,7 @@ def train(
     client, experiment_id = tracking.open_experiment(uri, config.experiment_name)
     run_name = run_name or f"{backend} lr={config.lr:g} seed={config.seed}"
     tags = {**tracking.run_tags(backend, device), "output_dir": str(output_dir.resolve()), **(extra_tags or {})}
-    parent = sweep_parent()
+    parent = sweep.sweep_parent()
     expected = estimated_seconds(backend, len(x), config.steps)
     _warn_if_long(expected, kept_steps(config.steps, config.log_every), config.log_every)
     with tracking.store_errors(uri), tracking.tracked_run(experiment_id, run_name, tags, parent, expected) as run_id:
@@ -101,14 +101,18 @@ def train(
         w, b = (float(history.w[-1]), float(history.b[-1])) if len(history.w) else (w0, b0)
         final_loss = problem.loss(x, y, w, b)
         _write_outputs(output_dir, x, y, history, w, b, OmegaConf.to_yaml(resolved))
+        # A diverged run has no final model: its last parameters are the ones whose loss overflowed.
+        final = {} if history.diverged else {"final_loss": final_loss, "final_w": w, "final_b": b}
+        if final and config.objective is Objective.test_mse:
+            # logged with the fit, so that a FINISHED run always holds its objective (a resumed sweep reads it)
+            final["test_mse"] = held_out_mse(config, w, b)
         tracking.log_params_and_history(
             client,
             run_id,
             params={**flatten(resolved), "lr_bound": bound},
             history={"loss": history.loss, "log10_loss": _log10(history.loss), "w": history.w, "b": history.b},
             steps=history.step,
-            # A diverged run has no final model: its last parameters are the ones whose loss overflowed.
-            final={} if history.diverged else {"final_loss": final_loss, "final_w": w, "final_b": b},
+            final=final,
         )
         for name in ("loss.png", "fit.png", "config.yaml", "history.csv"):
             client.log_artifact(run_id, str(output_dir / name))
@@ -116,9 +120,10 @@ def train(
         if not history.diverged:
             tracking.log_model(w, b, x_example=x[:: max(1, len(x) // 5)][:5])
         if history.diverged:
+            client.set_tag(run_id, sweep.DIVERGED_TAG, "true")
             raise TrainingDiverged(_divergence(len(history.step) and history.step[-1] + 1, history.loss, final_loss,
                                                config.lr, bound))  # fmt: skip
-    return Result(run_id=run_id, experiment_id=experiment_id, loss=final_loss, w=w, b=b)
+    return Result(run_id, experiment_id, loss=final_loss, w=w, b=b, test_mse=final.get("test_mse"))
 
 
 LONG_RUN_SECONDS = 60
@@ -203,10 +208,17 @@ def main(cfg: DictConfig) -> float:
             raise
         _check_memory(config.data.n)
         resolved = OmegaConf.to_container(cfg, resolve=True)
-        tags = {"sweep_job": str(hydra_config.job.num)} if in_sweep else {}
-        name = _sweep_job_name(hydra_config.job.num, hydra_config.overrides.task) if in_sweep else None
+        data = make_problem(config)
+        tags, name = {}, None
+        if in_sweep:
+            name = _sweep_job_name(hydra_config.job.num, hydra_config.overrides.task)
+            key = sweep.job_key(resolved, tracking.code_version(), data.x, data.y)
+            if earlier := sweep.earlier_result(key, sweep.OBJECTIVE_METRIC[config.objective.value]):
+                log.info("%s: done before the sweep stopped, in run %s; not run again", name, earlier[0])
+                return earlier[1]
+            tags = {"sweep_job": str(hydra_config.job.num), sweep.JOB_KEY_TAG: key}
         try:
-            result = train(config, resolved, make_problem(config), Path(hydra_config.runtime.output_dir), tags, name)
+            result = train(config, resolved, data, Path(hydra_config.runtime.output_dir), tags, name)
         except TrainingDiverged as e:
             if not in_sweep:
                 raise
@@ -219,7 +231,7 @@ def main(cfg: DictConfig) -> float:
             log.error("job %s cancelled (SIGTERM from Slurm); its MLflow run is KILLED", os.environ["SLURM_JOB_ID"])
             return math.inf
         log_summary(result, config.experiment_name, browse_hint=not in_sweep)
-        return held_out_mse(config, result) if config.objective is Objective.test_mse else result.loss
+        return result.test_mse if config.objective is Objective.test_mse else result.loss
 
 
 def _discard_run_folder(folder: Path) -> None:
@@ -241,15 +253,10 @@ def _discard_run_folder(folder: Path) -> None:
             break
 
 
-def held_out_mse(config: TrainConfig, result: Result) -> float:
-    """The fit's mean squared error on the test set that the DVC `generate` stage draws; logged as test_mse."""
+def held_out_mse(config: TrainConfig, w: float, b: float) -> float:
+    """The fit's mean squared error on the test set that the DVC `generate` stage draws."""
     x, y = make_test_set(config)
-    mse = float(np.mean((result.w * x**2 + result.b - y) ** 2))
-    with tracking.store_errors(tracking.tracking_uri()):
-        tracking.log_params_and_history(
-            tracking.current_client(), result.run_id, {}, history={}, final={"test_mse": mse}
-        )
-    return mse
+    return float(np.mean((w * x**2 + b - y) ** 2))
 
 
 def _sweep_job_name(job: int, overrides: list[str]) -> str:

@@ -1,17 +1,20 @@
 """Multiruns with every launcher, Optuna search, and a real remote tracking server."""
 
+import math
 import os
 import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 
+import numpy as np
 import psutil
 import pytest
 from hydra import compose, initialize_config_dir
 from mlflow.tracking import MlflowClient
 
-from src.sweep import summarize
+from src.sweep import job_key, one_row_per_job, summarize
 from tests.conftest import CONF, free_port, mlflow_service, rest, run_cli, run_statuses
 
 pytestmark = pytest.mark.slow
@@ -37,6 +40,31 @@ def test_summary_picks_the_lowest_finished_objective():
     ]
     summary = summarize(rows)
     assert summary["best"]["job"] == 2 and summary["finished"] == 2 and summary["jobs"] == 4
+
+
+def test_a_jobs_table_keeps_each_jobs_finished_run_else_its_latest():
+    rows = [
+        {"job": 1, "status": "KILLED", "start": 1},
+        {"job": 0, "status": "KILLED", "start": 1},
+        {"job": 0, "status": "FINISHED", "start": 2},
+        {"job": 1, "status": "KILLED", "start": 3},
+        {"job": 2, "status": "FINISHED", "start": 1},
+    ]
+    assert [(r["job"], r["status"], r["start"]) for r in one_row_per_job(rows)] == [
+        (0, "FINISHED", 2),
+        (1, "KILLED", 3),
+        (2, "FINISHED", 1),
+    ]
+
+
+def test_a_jobs_key_changes_with_its_config_code_or_data():
+    x, y = np.linspace(-1, 1, 5), np.ones(5)
+    key = job_key({"lr": 0.001, "seed": 0}, "abc", x, y)
+    assert key == job_key({"seed": 0, "lr": 0.001}, "abc", x.copy(), y.copy())
+    assert key != job_key({"lr": 0.002, "seed": 0}, "abc", x, y)
+    assert key != job_key({"lr": 0.001, "seed": 0}, "abd", x, y)
+    assert key != job_key({"lr": 0.001, "seed": 0}, "abc", x, np.nextafter(y, 2))
+    assert key != job_key({"lr": 0.001, "seed": 0}, "abc", x.astype(np.float32), y.astype(np.float32))
 
 
 def test_multirun_nests_every_job_under_one_parent_with_a_summary(tmp_path, tracking_env):
@@ -91,7 +119,7 @@ def test_slurm_preset_composes():
 
 def test_optuna_search_is_seeded_and_reproducible(tmp_path, tracking_env):
     best = []
-    for attempt in range(2):
+    for attempt in range(2):  # in one store: the second search is a new one, not a resumed one
         folder = tmp_path / str(attempt)
         folder.mkdir()
         done = run_cli("search=optuna_lr", "hydra.sweeper.n_trials=5", cwd=folder, env=tracking_env, timeout=300)
@@ -102,6 +130,91 @@ def test_optuna_search_is_seeded_and_reproducible(tmp_path, tracking_env):
         assert "\x1b[" not in done.stdout + done.stderr, "ANSI colour codes in output sent to a file"
         assert done.stdout.count("to browse it:") == 1  # once for the sweep, not once per job
     assert best[0] == best[1]
+    client = MlflowClient(tracking_env["MLFLOW_TRACKING_URI"])
+    runs = client.search_runs([client.get_experiment_by_name("autograd-fit").experiment_id])
+    parents = [r.info.run_id for r in runs if r.data.tags.get("sweep") == "true"]
+    jobs = [[r for r in runs if r.data.tags.get("mlflow.parentRunId") == parent] for parent in parents]
+    chosen = [[r.data.params["lr"] for r in sorted(children, key=_job)] for children in jobs]
+    assert len(parents) == 2 and len(chosen[0]) == 5 and chosen[0] == chosen[1]
+
+
+def _job(run) -> int:
+    return int(run.data.tags["sweep_job"])
+
+
+ENDED = ("FINISHED", "FAILED")  # a job that ran to its end: FAILED is a diverged job, which scores inf
+
+
+def _stop_after(args: list[str], ended: int, signum: int, cwd, env) -> None:
+    """Start `python -m src.train ARGS` in `cwd`; send its process group `signum` once `ended` runs have ended."""
+    process = subprocess.Popen(
+        [sys.executable, "-m", "src.train", *args],
+        cwd=cwd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
+    )  # fmt: skip
+    deadline = time.monotonic() + 180
+    while sum(status in ENDED for status in run_statuses(cwd / "mlflow.db")) < ended:
+        assert process.poll() is None, "the sweep ended before it could be stopped"
+        assert time.monotonic() < deadline, "the sweep never got going"
+        time.sleep(0.2)
+    os.killpg(process.pid, signum)
+    process.wait(timeout=120)
+
+
+def _check_resumed(uri: str, before, jobs: int) -> list:
+    """The sweep stopped as `before` (parent, children), then resumed: one parent, reused and FINISHED;
+    each job ended exactly once; the runs that had ended before the stop kept; a summary of every job.
+    Returns the runs that ended."""
+    client, parent, children = _sweep(uri)
+    assert parent.info.run_id == before[0].info.run_id and parent.info.status == "FINISHED"
+    ended = [r for r in children if r.info.status in ENDED]
+    assert sorted(map(_job, ended)) == list(range(jobs)), "a job ran twice, or not at all"
+    kept = {r.info.run_id for r in before[1] if r.info.status in ENDED}
+    assert kept <= {r.info.run_id for r in ended}
+    finished = sum(r.info.status == "FINISHED" for r in ended)
+    assert parent.data.metrics["jobs"] == jobs and parent.data.metrics["jobs_finished"] == finished
+    table = client.download_artifacts(parent.info.run_id, "sweep_summary.md")
+    rows = [line for line in Path(table).read_text().splitlines()[2:] if line.startswith("| ")]
+    assert [int(row.split("|")[1]) for row in rows] == list(range(jobs))
+    assert sum("| FINISHED |" in row for row in rows) == finished
+    return ended
+
+
+def test_a_killed_sweep_resumes_and_runs_only_the_jobs_it_did_not_finish(tmp_path, tracking_env):
+    command = ["-m", "seed=0,1,2,3,4,5"]
+    _stop_after(command, 2, signal.SIGKILL, tmp_path, tracking_env)  # nothing is closed: parent left RUNNING
+    uri = tracking_env["MLFLOW_TRACKING_URI"]
+    before = _sweep(uri)[1:]
+    finished_before = sum(r.info.status == "FINISHED" for r in before[1])
+    assert 2 <= finished_before < 6
+    done = run_cli(*command, cwd=tmp_path, env=tracking_env, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    ended = _check_resumed(uri, before, jobs=6)
+    assert all(r.info.status == "FINISHED" for r in ended)
+    assert f"which ended KILLED with {finished_before} job(s) finished" in done.stdout
+    assert done.stdout.count(": done before the sweep stopped, in run") == finished_before
+    assert done.stdout.count("Launching 1 jobs locally") == 0 and "Launching 6 jobs locally" in done.stdout
+
+
+def test_a_stopped_optuna_search_resumes_its_study_up_to_n_trials(tmp_path, tracking_env):
+    import optuna
+
+    command = ["search=optuna_lr", "hydra.sweeper.n_trials=4"]
+    _stop_after(command, 2, signal.SIGINT, tmp_path, tracking_env)  # Ctrl-C: the parent ends KILLED
+    uri = tracking_env["MLFLOW_TRACKING_URI"]
+    before = _sweep(uri)[1:]
+    assert before[0].info.status == "KILLED"
+    done = run_cli(*command, cwd=tmp_path, env=tracking_env, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "Using an existing study" in done.stdout and "resuming Optuna study" in done.stdout
+    ended = _check_resumed(uri, before, jobs=4)
+    assert len({r.data.params["lr"] for r in ended}) == 4, "the resumed search chose an lr it had tried"
+    study = optuna.load_study(
+        study_name=f"lr_search-{before[0].info.run_id}", storage=f"sqlite:///{tmp_path}/optuna.db"
+    )
+    complete = study.get_trials(states=(optuna.trial.TrialState.COMPLETE,))
+    assert len(complete) == 4  # the trial the stop cut short is FAIL, and was tried again
+    objectives = [r.data.metrics["test_mse"] if r.info.status == "FINISHED" else math.inf for r in ended]
+    assert sorted(t.value for t in complete) == sorted(objectives)
 
 
 def test_runs_log_over_http_to_a_real_tracking_server(tmp_path):
