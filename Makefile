@@ -29,7 +29,7 @@ PORT ?= 5000
 ui: setup           ## mlflow ui on this project's store: one worker, no job consumers; prints the runs table's link
 	$(BIN)/python -m src.ui --port $(PORT)
 
-test: setup         ## every test, slow ones included (what CI runs)
+test: setup         ## every test, slow ones included (what CI runs; the cluster tests need cluster/up.sh first)
 	$(BIN)/python -m pytest -m "slow or not slow"
 
 test-fast: setup    ## the quick tests only

@@ -149,6 +149,8 @@ wait_for 180 "mlflow server (http://127.0.0.1:$MLFLOW_PORT/health)" curl -sf "ht
 cat >"$CLUSTER_DIR/env.sh" <<EOF
 export SLURM_CONF=$SLURM_CONF
 export MLFLOW_TRACKING_URI=http://127.0.0.1:$MLFLOW_PORT
+# the server's own store, which tests/test_cluster.py also reads directly
+export CLUSTER_STORE_URI=$STORE
 EOF
 elapsed_ms=$((($(date +%s%N) - started_ns) / 1000000))
 printf 'cluster up in %d.%d s: Slurm partition debug (%s CPUs, %s MB), PostgreSQL 127.0.0.1:%s, mlflow server http://127.0.0.1:%s\n' \

@@ -480,9 +480,16 @@ def owner_tags() -> dict[str, str]:
 
     me = psutil.Process()
     tags = {"owner.host": socket.gethostname(), "owner.pid": str(me.pid), "owner.started": f"{me.create_time():.3f}"}
-    if os.environ.get("SLURM_JOB_ID"):
-        tags["owner.slurm_job"] = os.environ["SLURM_JOB_ID"]
+    if slurm_job():
+        tags["owner.slurm_job"] = slurm_job()
     return tags
+
+
+def slurm_job() -> str | None:
+    """This process's Slurm job as squeue shows it and scancel takes it: `<array job>_<task>` for a
+    task of an array (scancel refuses a task's own SLURM_JOB_ID), else SLURM_JOB_ID; None outside Slurm."""
+    array, task = os.environ.get("SLURM_ARRAY_JOB_ID"), os.environ.get("SLURM_ARRAY_TASK_ID")
+    return f"{array}_{task}" if array and task else os.environ.get("SLURM_JOB_ID")
 
 
 def close_stale_runs(client: MlflowClient, experiment_id: str) -> list[str]:

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import logging
 import math
-import os
 import shutil
 import sys
 from collections.abc import Iterable
@@ -225,10 +224,10 @@ def main(cfg: DictConfig) -> float:
             log.error("%s", e)  # one diverging job must not end the sweep; it scores infinitely badly
             return math.inf
         except KeyboardInterrupt:
-            if not (in_sweep and "SLURM_JOB_ID" in os.environ):
+            if not (in_sweep and tracking.slurm_job()):
                 raise
             # `scancel` of one Slurm job: its run is KILLED; the sweep waits for the others and counts it.
-            log.error("job %s cancelled (SIGTERM from Slurm); its MLflow run is KILLED", os.environ["SLURM_JOB_ID"])
+            log.error("Slurm job %s cancelled (SIGTERM); its MLflow run is KILLED", tracking.slurm_job())
             return math.inf
         log_summary(result, config.experiment_name, browse_hint=not in_sweep)
         return result.test_mse if config.objective is Objective.test_mse else result.loss
