@@ -32,11 +32,9 @@ mkdir -p "$LOGS" "$CLUSTER_DIR/slurm/state" "$CLUSTER_DIR/slurm/spool" "$CLUSTER
 
 # --- packages -------------------------------------------------------------------------------
 missing=()
-for command_package in slurmctld:slurmctld slurmd:slurmd slurmdbd:slurmdbd sbatch:slurm-client munged:munge \
-    mariadbd:mariadb-server; do
-    command -v "${command_package%%:*}" >/dev/null || missing+=("${command_package#*:}")
+for package in slurmctld slurmd slurmdbd slurm-client munge mariadb-server postgresql; do
+    dpkg-query -W -f='${Status}' "$package" 2>/dev/null | grep -q "install ok installed" || missing+=("$package")
 done
-ls -d /usr/lib/postgresql/*/bin >/dev/null 2>&1 || missing+=(postgresql)
 if ((${#missing[@]})); then
     echo "installing: ${missing[*]}"
     DEBIAN_FRONTEND=noninteractive apt-get install -y -q "${missing[@]}" >"$LOGS/apt.log" 2>&1 \
