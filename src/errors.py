@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import atexit
+import gc
 import logging
 import os
 import signal
@@ -56,6 +58,16 @@ def _already_stopping(signum, frame):
     not cut short the unwinding the first one began: the MLflow run still has to be ended."""
 
 
+def _imports_done() -> None:
+    """Move every object alive now (the imported modules) out of the cycle collector's sight, and
+    turn it back on (src/__init__.py turned it off for the imports). At exit, the same again, so
+    that shutting down does not walk them all once more."""
+    gc.freeze()
+    if not gc.isenabled():
+        gc.enable()
+        atexit.register(gc.freeze)
+
+
 @contextmanager
 def clean_exit() -> Iterator[None]:
     """Run an entry point so that failures end it cleanly.
@@ -65,6 +77,7 @@ def clean_exit() -> Iterator[None]:
     SIGTERM is treated like Ctrl-C: either unwinds the stack, so an open MLflow run is marked
     KILLED and no file is left half-written, then exits with 130.
     """
+    _imports_done()
     if threading.current_thread() is threading.main_thread():
         # SIGINT too: a process started in the background inherits it ignored, and would not stop.
         for signum in (signal.SIGINT, signal.SIGTERM):

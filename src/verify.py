@@ -19,6 +19,8 @@ from pathlib import Path
 
 import yaml
 
+from src.errors import clean_exit
+
 ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -90,4 +92,6 @@ def main() -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    with clean_exit():
+        status = main()
+    sys.exit(status)

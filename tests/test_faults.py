@@ -338,3 +338,18 @@ def test_a_lock_held_while_a_run_logs_fails_it_cleanly_once_released(tmp_path, t
         "and run again"
     ]
     assert sorted(run_statuses(tmp_path / "mlflow.db")) == ["FAILED", "FINISHED"]
+
+
+@pytest.mark.parametrize("module,collector_off", [("src.train", True), ("experiments.floor", False)])
+def test_the_collector_is_off_only_while_an_entry_point_imports(module, collector_off):
+    """`python -m src.<entry>` imports with the cycle collector off, and `clean_exit` turns it back
+    on; anything else (the hand-written floor) keeps Python's default all along."""
+    probe = (
+        "import gc, sys; sys.argv = ['-m']; sys.orig_argv = ['python', '-m', sys.argv_module]\n"
+        "import src, src.errors\n"
+        "off = not gc.isenabled()\n"
+        "with src.errors.clean_exit():\n"
+        "    print(off, gc.isenabled(), gc.get_freeze_count() > 0)\n"
+    ).replace("sys.argv_module", repr(module))
+    done = subprocess.run([sys.executable, "-c", probe], cwd=ROOT, capture_output=True, text=True, check=True)
+    assert done.stdout.split() == [str(collector_off), "True", "True"]
