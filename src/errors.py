@@ -59,11 +59,11 @@ def _already_stopping(signum, frame):
 
 
 def _imports_done() -> None:
-    """Move every object alive now (the imported modules) out of the cycle collector's sight, and
-    turn it back on (src/__init__.py turned it off for the imports). At exit, the same again, so
-    that shutting down does not walk them all once more."""
-    gc.freeze()
+    """If src/__init__.py turned the cycle collector off for the imports: move every object alive now
+    (the imported modules) out of its sight, and turn it back on; at exit, freeze again, so that
+    shutting down does not walk them all once more. Anywhere else the collector is left as it is."""
     if not gc.isenabled():
+        gc.freeze()
         gc.enable()
         atexit.register(gc.freeze)
 

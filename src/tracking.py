@@ -480,8 +480,8 @@ def owner_tags() -> dict[str, str]:
 
     me = psutil.Process()
     tags = {"owner.host": socket.gethostname(), "owner.pid": str(me.pid), "owner.started": f"{me.create_time():.3f}"}
-    if slurm_job():
-        tags["owner.slurm_job"] = slurm_job()
+    if job := slurm_job():
+        tags["owner.slurm_job"] = job
     return tags
 
 

@@ -75,6 +75,24 @@ def _postgres_count(experiment_name: str) -> int:
         return con.execute(query, (experiment_name,)).fetchone()[0]
 
 
+def _start_slurm_sweep(env, name: str, cwd: Path, *overrides: str) -> subprocess.Popen:
+    """A sweep on the cluster, in the background, its console output collected."""
+    command = [sys.executable, "-m", "src.train", "-m", "hydra/launcher=slurm", *overrides, f"experiment_name={name}"]
+    return subprocess.Popen(command, cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+
+
+def _wait_for_runs(env, name: str, sweep: subprocess.Popen, filter_string: str, count: int) -> list:
+    """The runs of experiment `name` that match `filter_string`, once there are `count` of them."""
+    client, deadline = _client(env), time.monotonic() + 180
+    while True:
+        assert sweep.poll() is None and time.monotonic() < deadline, f"never {count} run(s) with {filter_string!r}"
+        experiment = client.get_experiment_by_name(name)
+        found = client.search_runs([experiment.experiment_id], filter_string) if experiment else []
+        if len(found) >= count:
+            return found
+        time.sleep(0.5)
+
+
 def _readme_slurm_recipe() -> list[str]:
     """The sweep command of the README's Slurm recipe, as words."""
     readme = (ROOT / "README.md").read_text()
@@ -102,22 +120,8 @@ def test_the_readme_slurm_recipe_runs_8_jobs_nested_under_one_parent_on_postgres
 
 def test_a_scancelled_job_ends_killed_and_the_sweep_counts_it(experiment, tmp_path):
     env, name = experiment
-    sweep = subprocess.Popen(
-        [sys.executable, "-m", "src.train", "-m", "hydra/launcher=slurm", "lr=0.001,0.002,0.003",
-         "steps=5000000", "log_every=10000", f"experiment_name={name}"],
-        cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-    )  # fmt: skip
-    client = _client(env)
-    deadline = time.monotonic() + 180
-    while True:  # job 0's run is RUNNING: cancel its Slurm job
-        assert sweep.poll() is None and time.monotonic() < deadline, "job 0 never started"
-        experiment_ = client.get_experiment_by_name(name)
-        found = experiment_ and client.search_runs(
-            [experiment_.experiment_id], "tags.sweep_job = '0' and attributes.status = 'RUNNING'"
-        )
-        if found:
-            break
-        time.sleep(0.5)
+    sweep = _start_slurm_sweep(env, name, tmp_path, "lr=0.001,0.002,0.003", "steps=5000000", "log_every=10000")
+    found = _wait_for_runs(env, name, sweep, "tags.sweep_job = '0' and attributes.status = 'RUNNING'", count=1)
     job = found[0].data.tags["owner.slurm_job"]
     subprocess.run(["scancel", job], env=env, check=True)
     output, _ = sweep.communicate(timeout=300)
@@ -132,16 +136,8 @@ def test_a_scancelled_job_ends_killed_and_the_sweep_counts_it(experiment, tmp_pa
 
 def test_a_tracking_server_restarted_mid_sweep_loses_no_run(experiment, tmp_path):
     env, name = experiment
-    sweep = subprocess.Popen(
-        [sys.executable, "-m", "src.train", "-m", "hydra/launcher=slurm", "lr=0.001,0.002",
-         "steps=100000", "log_every=125", f"experiment_name={name}"],
-        cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-    )  # fmt: skip
-    client = _client(env)
-    deadline = time.monotonic() + 180
-    while not ((e := client.get_experiment_by_name(name)) and len(client.search_runs([e.experiment_id])) == 3):
-        assert sweep.poll() is None and time.monotonic() < deadline, "the jobs never started"
-        time.sleep(0.5)
+    sweep = _start_slurm_sweep(env, name, tmp_path, "lr=0.001,0.002", "steps=100000", "log_every=125")
+    _wait_for_runs(env, name, sweep, "", count=3)  # the parent and both jobs
     server = int((CLUSTER_DIR / "mlflow.pid").read_text())
     os.killpg(server, signal.SIGTERM)  # the server goes down while both jobs train
     time.sleep(15)
