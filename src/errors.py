@@ -14,8 +14,9 @@ from contextlib import contextmanager
 log = logging.getLogger(__name__)
 
 
-# Set when `clean_exit` ends the process on an interrupt: exit hooks (a sweep's) read it to
-# record how the process ended.
+# The first SIGINT or SIGTERM that `clean_exit`'s handler saw ("SIGINT", "SIGTERM"), if any:
+# exit hooks (a sweep's) read it to record how the process ended, and `stop_if_interrupted`
+# raises it again where it was lost.
 interrupted_by: str | None = None
 
 
@@ -48,9 +49,23 @@ class BelowWarning(logging.Filter):
 
 
 def _raise_interrupt(signum, frame):
+    global interrupted_by
+    interrupted_by = signal.Signals(signum).name
     for stop in (signal.SIGINT, signal.SIGTERM):
         signal.signal(stop, _already_stopping)
-    raise KeyboardInterrupt(signal.Signals(signum).name)
+    raise KeyboardInterrupt(interrupted_by)
+
+
+def stop_if_interrupted() -> None:
+    """Raise the interrupt again if one was handled and lost.
+
+    Python runs a signal handler wherever the main thread is. Inside a finalizer (a weakref
+    callback that the cycle collector calls, such as SQLAlchemy's) the KeyboardInterrupt it
+    raises is printed as "Exception ignored" and dropped, and the work would go on as if the
+    signal never came. Called before anything is recorded as FINISHED, this ends it instead.
+    """
+    if interrupted_by is not None:
+        raise KeyboardInterrupt(interrupted_by)
 
 
 def _already_stopping(signum, frame):
@@ -90,7 +105,7 @@ def clean_exit() -> Iterator[None]:
         raise SystemExit(f"error: {e}") from None
     except KeyboardInterrupt as e:
         global interrupted_by
-        interrupted_by = str(e) or "SIGINT"
+        interrupted_by = interrupted_by or str(e) or "SIGINT"
         log.error("interrupted (%s); the MLflow run, if one was open, is marked KILLED", interrupted_by)
         raise SystemExit(130) from None
     except MemoryError as e:  # numpy's says how much it asked for

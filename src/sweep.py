@@ -214,6 +214,7 @@ class MlflowSweepCallback(Callback):
         return run_id
 
     def on_multirun_end(self, config: DictConfig, **kwargs) -> None:
+        errors.stop_if_interrupted()  # not FINISHED after a lost Ctrl-C: `_abandon` ends it KILLED
         self._close("FINISHED", OBJECTIVE_METRIC[config.objective])
 
     def _abandon(self) -> None:

@@ -33,7 +33,7 @@ from mlflow.tracking import MlflowClient
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import SQLAlchemyError
 
-from src import datafiles
+from src import datafiles, errors
 from src.errors import TrackingError
 
 CODE_ROOT = Path(__file__).resolve().parents[1]
@@ -329,6 +329,7 @@ def tracked_run(
     try:
         signal.pthread_sigmask(signal.SIG_SETMASK, held)  # a signal held above is handled here
         yield run.info.run_id
+        errors.stop_if_interrupted()
         status = RunStatus.FINISHED
     except KeyboardInterrupt:
         status = RunStatus.KILLED

@@ -22,7 +22,7 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
-from src import datafiles, plots, problem, sweep, tracking, usage
+from src import datafiles, errors, plots, problem, sweep, tracking, usage
 from src.backends import History, estimated_seconds, kept_steps, load_fit, resolve_device
 from src.config import Objective, TrainConfig, flatten, load_config
 from src.errors import ConfigError, DataFileError, TrainingDiverged, clean_exit
@@ -200,6 +200,7 @@ def main(cfg: DictConfig) -> float:
     hydra_config = HydraConfig.get()
     in_sweep = hydra_config.mode == RunMode.MULTIRUN
     with clean_exit():
+        errors.stop_if_interrupted()  # a sweep's next job does not start after a lost Ctrl-C
         try:
             config = load_config(cfg)
         except ConfigError:

@@ -353,3 +353,36 @@ def test_the_collector_is_off_only_while_an_entry_point_imports(module, collecto
     ).replace("sys.argv_module", repr(module))
     done = subprocess.run([sys.executable, "-c", probe], cwd=ROOT, capture_output=True, text=True, check=True)
     assert done.stdout.split() == [str(collector_off), "True", str(collector_off)]  # frozen only if it was off
+
+
+LOST_INTERRUPT = """
+import gc, os, signal, sys
+import mlflow
+from src import errors, tracking
+
+class Finalized:  # a finalizer, like SQLAlchemy's weakref callbacks, that the collector runs
+    def __del__(self):
+        os.kill(os.getpid(), signal.SIGINT)  # handled in here: Python prints the interrupt and drops it
+
+with errors.clean_exit():
+    mlflow.set_tracking_uri(sys.argv[1])
+    with tracking.tracked_run(mlflow.create_experiment("lost"), "lost", {}):
+        cycle = Finalized()
+        cycle.itself = cycle
+        del cycle
+        gc.collect()
+        print("trained on after the interrupt was dropped")
+"""
+
+
+def test_an_interrupt_dropped_inside_a_finalizer_still_ends_the_run_killed(tmp_path):
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    done = subprocess.run([sys.executable, "-c", LOST_INTERRUPT, uri], cwd=ROOT, env=_env(),
+                          capture_output=True, text=True, timeout=120)  # fmt: skip
+    assert "Exception ignored in" in done.stderr and "KeyboardInterrupt: SIGINT" in done.stderr  # it was dropped
+    assert "trained on after the interrupt was dropped" in done.stdout
+    assert done.returncode == 130, done.stderr[-3000:]
+    assert "interrupted (SIGINT)" in done.stderr
+    client = MlflowClient(uri)
+    [run] = client.search_runs([client.get_experiment_by_name("lost").experiment_id])
+    assert run.info.status == "KILLED"
