@@ -1,50 +1,108 @@
-"""The floor for one training run's end-to-end cost: the least any script could do for the same record.
+"""The floor for one training run's end-to-end cost: the same job as `python -m src.train`, hand-written.
 
-It imports numpy, matplotlib and MLflow, fits with the numpy backend, logs one MLflow run
-with the same 2,400 metric points in one `log_batch`, and logs the same two figures.
-No Hydra, no config checks, no files besides MLflow's. `python -m experiments.bench`
-times it against `python -m src.train backend=numpy`.
+It fits the default problem with the numpy backend and logs one MLflow run as the pipeline does:
+the default config (`params.yaml`) as params and as `config.yaml`, the four 800-step histories
+in one batch, the final metrics, `loss.png` and `fit.png`, `history.csv`, the training data as a
+dataset input, and the fit as a pyfunc model. No Hydra, no config checks, no output folder.
+
+    python -m experiments.floor                # as anyone would write it
+    python -m experiments.floor --lean-start   # with the pipeline's start-up trick applied too
+
+With no MLFLOW_TRACKING_URI it logs to ./mlflow.db, as the pipeline does from the project root.
+`python -m experiments.bench` times both against `python -m src.train`.
 """
 
-import os
-import time
+import sys
 
-import matplotlib
+LEAN_START = "--lean-start" in sys.argv[1:]
+if LEAN_START:  # the imports below make millions of objects and no garbage: no collector passes over them
+    import gc
+
+    gc.disable()
+
+import os  # noqa: E402
+from pathlib import Path  # noqa: E402
+
+import matplotlib  # noqa: E402
 
 matplotlib.use("Agg")
+import mlflow  # noqa: E402
+import mlflow.data  # noqa: E402
 import numpy as np  # noqa: E402
+import pandas as pd  # noqa: E402
+import yaml  # noqa: E402
 from matplotlib import pyplot as plt  # noqa: E402
 from mlflow.entities import Metric  # noqa: E402
-from mlflow.tracking import MlflowClient  # noqa: E402
+from mlflow.models import infer_signature  # noqa: E402
 
 from src.backends.numpy_gd import fit  # noqa: E402
 
+if LEAN_START:
+    import atexit
+
+    gc.freeze()
+    gc.enable()
+    atexit.register(gc.freeze)
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def flat(config: dict, prefix: str = "") -> dict:
+    out = {}
+    for key, value in config.items():
+        out.update(flat(value, f"{prefix}{key}.") if isinstance(value, dict) else {f"{prefix}{key}": value})
+    return out
+
 
 def main() -> None:
-    rng = np.random.default_rng(0)
-    x = np.linspace(-1, 1, 100)
-    y = 3 * x**2 + 2 + 0.2 * rng.random(100)
-    history = fit(x, y, rng.random(), rng.random(), lr=0.001, steps=800)
+    config = yaml.safe_load((ROOT / "params.yaml").read_text())
+    rng = np.random.default_rng(config["seed"])
+    n = config["data"]["n"]
+    x = np.linspace(-1, 1, n)
+    y = 3 * x**2 + 2 + 0.2 * rng.random(n)
+    history = fit(x, y, rng.random(), rng.random(), lr=config["lr"], steps=config["steps"])
+    w, b = float(history.w[-1]), float(history.b[-1])
 
-    client = MlflowClient(os.environ["MLFLOW_TRACKING_URI"])
-    experiment = client.get_experiment_by_name("floor")
-    experiment_id = experiment.experiment_id if experiment else client.create_experiment("floor")
-    run_id = client.create_run(experiment_id).info.run_id
-    now = int(time.time() * 1000)
-    metrics = [
-        Metric(key, float(v), now, step)
-        for key, values in (("loss", history.loss), ("w", history.w), ("b", history.b))
-        for step, v in enumerate(values)
-    ]
-    client.log_batch(run_id, metrics=metrics)
-    fig, ax = plt.subplots()
-    ax.plot(history.loss)
-    client.log_figure(run_id, fig, "loss.png")
-    fig, ax = plt.subplots()
-    ax.scatter(x, y)
-    ax.plot(x, history.w[-1] * x**2 + history.b[-1], "r-")
-    client.log_figure(run_id, fig, "fit.png")
-    client.set_terminated(run_id)
+    mlflow.set_tracking_uri(os.environ.get("MLFLOW_TRACKING_URI", "sqlite:///mlflow.db"))
+    mlflow.set_experiment("floor")
+    with mlflow.start_run():
+        run_id = mlflow.active_run().info.run_id
+        now = mlflow.utils.time.get_current_time_millis()
+        series = {"loss": history.loss, "log10_loss": np.log10(history.loss), "w": history.w, "b": history.b}
+        metrics = [
+            Metric(key, float(v), now, int(step))
+            for key, values in series.items()
+            for step, v in zip(history.step, values, strict=True)
+        ]
+        final = {"final_loss": float(history.loss[-1]), "final_w": w, "final_b": b}
+        metrics += [Metric(k, v, now, 0) for k, v in final.items()]
+        mlflow.MlflowClient().log_batch(run_id, metrics=metrics, params=[])
+        mlflow.log_params(flat(config))
+        mlflow.log_dict(config, "config.yaml")
+
+        fig, ax = plt.subplots()
+        ax.semilogy(history.step, history.loss)
+        ax.set(xlabel="step", ylabel="loss", title="training loss")
+        mlflow.log_figure(fig, "loss.png")
+        fig, ax = plt.subplots()
+        ax.scatter(x, y, s=8, label="data")
+        ax.plot(x, w * x**2 + b, "r-", label=f"fit: w={w:.4f}, b={b:.4f}")
+        ax.legend()
+        mlflow.log_figure(fig, "fit.png")
+        table = pd.DataFrame({"step": history.step, "loss": history.loss, "w": history.w, "b": history.b})
+        mlflow.log_text(table.to_csv(index=False), "history.csv")
+
+        mlflow.log_input(mlflow.data.from_numpy(x, targets=y, name="train"), context="training")
+        example = pd.DataFrame({"x": x[:5]})
+        mlflow.pyfunc.log_model(
+            name="model",
+            python_model=str(ROOT / "src" / "model.py"),
+            model_config={"w": w, "b": b},
+            signature=infer_signature(example, w * example["x"].to_numpy() ** 2 + b),
+            input_example=example,
+            pip_requirements=[f"mlflow=={mlflow.__version__}", f"numpy=={np.__version__}"],
+        )
+    print(f"final loss {history.loss[-1]:.6g}, w={w:.6f}, b={b:.6f}")
 
 
 if __name__ == "__main__":
