@@ -105,6 +105,10 @@ def train(
         if final and config.objective is Objective.test_mse:
             # logged with the fit, so that a FINISHED run always holds its objective (a resumed sweep reads it)
             final["test_mse"] = held_out_mse(config, w, b)
+        if not history.diverged:
+            # before the histories: MLflow copies every metric the run has at step 0 onto a new model
+            # and reads all their histories to do it, which would cost as much as logging them
+            tracking.log_model(w, b, x_example=x[:: max(1, len(x) // 5)][:5])
         tracking.log_params_and_history(
             client,
             run_id,
@@ -116,8 +120,6 @@ def train(
         for name in ("loss.png", "fit.png", "config.yaml", "history.csv"):
             client.log_artifact(run_id, str(output_dir / name))
         tracking.log_dataset(run_id, x, y, name="train", context="training", source=data_source)
-        if not history.diverged:
-            tracking.log_model(w, b, x_example=x[:: max(1, len(x) // 5)][:5])
         if history.diverged:
             client.set_tag(run_id, sweep.DIVERGED_TAG, "true")
             raise TrainingDiverged(_divergence(len(history.step) and history.step[-1] + 1, history.loss, final_loss,
