@@ -144,15 +144,16 @@ def _warn_if_long(seconds: float, points: int, every: int) -> None:
                 duration, points, size / 1e9, advice)  # fmt: skip
 
 
-# Bytes per data point at the peak of a run: x, y, the noise, x², and the two scratch arrays.
-PEAK_BYTES_PER_POINT = 6
+# Arrays the size of x at the peak of a run: x, y, the noise, x², and two more (torch's ŷ and its
+# gradient; the numpy backend's scratch is block-sized, so it needs less).
+PEAK_ARRAYS = 6
 
 
 def _check_memory(n: int) -> None:
     """Refuse, before drawing anything, a run whose arrays cannot fit in the memory that is free."""
     import psutil
 
-    needed = PEAK_BYTES_PER_POINT * n * 8  # drawn in float64 whatever the dtype
+    needed = PEAK_ARRAYS * n * 8  # drawn in float64 whatever the dtype
     available = psutil.virtual_memory().available
     if needed > available:
         raise ConfigError(

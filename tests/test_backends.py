@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 
 from src.backends import load_fit
+from src.backends.numpy_gd import BLOCK
 from src.problem import lr_bound, sample_problem
 from tests.conftest import ROOT
 
@@ -27,6 +28,28 @@ def test_backends_follow_the_same_trajectory():
     assert len(a.loss) == len(b.loss) == 800
     for series in ("loss", "w", "b"):
         np.testing.assert_allclose(getattr(a, series), getattr(b, series), rtol=1e-10, atol=0)
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_the_numpy_backend_in_blocks_is_section_2_6_bit_for_bit(dtype):
+    """Past one block (numpy_gd.BLOCK points) the step runs block by block: still the book's numbers."""
+    n = 3 * BLOCK + 11
+    x, y, w0, b0 = _problem(dtype, n=n)
+    lr = x.dtype.type(1.0 / n)
+    column = (n, 1)
+    xc, yc = x.reshape(column), y.reshape(column)
+    w1, b1 = np.full((1, 1), w0, dtype), np.full((1, 1), b0, dtype)
+    for _ in range(20):  # §2.6's loop, as written
+        y_pred = np.power(xc, 2) * w1 + b1
+        loss = 0.5 * (y_pred - yc) ** 2
+        loss = loss.sum()
+        grad_w = np.sum((y_pred - yc) * np.power(xc, 2))
+        grad_b = np.sum(y_pred - yc)
+        w1 -= lr * grad_w
+        b1 -= lr * grad_b
+    history = load_fit("numpy")(x, y, w0, b0, lr=lr, steps=20)
+    assert (history.w[-1], history.b[-1]) == (w1.item(), b1.item())
+    assert history.loss[-1] == loss
 
 
 @pytest.mark.parametrize("backend", BACKENDS)

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import torch
 
-from src.backends.numpy_gd import loss_and_grad
+from src.backends.numpy_gd import BLOCK, loss_and_grad, summation_tree
 
 POINTS = [(0.5, -0.3), (3.0, 2.0), (-1.7, 4.2)]
 
@@ -50,3 +50,20 @@ def test_gradient_matches_torch_autograd(w, b):
     assert loss == pytest.approx(tloss.item(), rel=1e-12)
     assert grad_w == pytest.approx(tw.grad.item(), rel=1e-8)
     assert grad_b == pytest.approx(tb.grad.item(), rel=1e-8)
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+@pytest.mark.parametrize("n,block", [(7, 128), (129, 128), (1000, 128), (100_003, 4096), (300_001, BLOCK)])
+def test_sums_block_by_block_are_np_sum_bit_for_bit(n, block, dtype):
+    """Added along `summation_tree`, the blocks' sums are np.sum's of the whole arrays, to the last bit."""
+    x, y = (a.astype(dtype) for a in _data(n))
+    w, b = x.dtype.type(2.9), x.dtype.type(2.1)
+    blocks, tree = summation_tree(n, block)
+    assert blocks[0][0] == 0 and blocks[-1][1] == n
+    assert all(a[1] == b[0] for a, b in zip(blocks[:-1], blocks[1:], strict=True))
+    scratch = min(n, block)
+    blocked = loss_and_grad(x * x, y, w, b, np.empty(scratch, dtype), np.empty(scratch, dtype), blocks, tree)
+    r = (x * x) * w + b - y  # the book's expressions, on the whole arrays
+    whole = (0.5 * np.sum(r * r), np.sum(r * (x * x)), np.sum(r))
+    assert [v.dtype for v in blocked] == [np.dtype(dtype)] * 3
+    assert [v.tobytes() for v in blocked] == [v.tobytes() for v in whole]

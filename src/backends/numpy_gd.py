@@ -1,8 +1,9 @@
 """§2.6: gradient descent with hand-written NumPy gradients.
 
 For L = 0.5·Σ(ŷ − y)² with ŷ = w·x² + b:  dL/dw = Σ(ŷ − y)·x²  and  dL/db = Σ(ŷ − y).
-The sums are the book's own `np.sum` calls, so w and b match §2.6 bit for bit; the
-loop only avoids recomputing x² and allocating new arrays every step.
+The sums are the book's own `np.sum` calls, so w and b match §2.6 bit for bit. The loop
+avoids recomputing x² and allocating new arrays every step, and at large n it works block by
+block, in cache, adding the blocks' sums in the order np.sum would (see `summation_tree`).
 """
 
 from __future__ import annotations
@@ -14,16 +15,64 @@ import numpy as np
 
 from src.backends import History, history, kept_steps, rise_limit
 
+# Points per block. A step makes eight passes over its arrays; block by block, they run in the
+# CPU's cache instead of memory: 65,536 float64 points are 512 KiB, and the four arrays a block
+# touches (x², y and two scratch blocks) fit a 2 MiB L2 cache.
+BLOCK = 1 << 16
 
-def loss_and_grad(x2: np.ndarray, y: np.ndarray, w, b, r: np.ndarray, r_x2: np.ndarray) -> tuple[float, float, float]:
-    """(L, dL/dw, dL/db) at (w, b), given x² and two scratch arrays the size of x."""
+Tree = int | tuple["Tree", "Tree"]
+
+
+def summation_tree(n: int, block: int = BLOCK) -> tuple[list[tuple[int, int]], Tree]:
+    """Blocks of [0, n), in order, and the tree in which np.sum adds them up.
+
+    np.sum adds a contiguous array pairwise: more than 128 numbers are split in two at n // 2,
+    rounded down to a multiple of 8, and each half is added up the same way. Splitting [0, n) by
+    that rule down to at most `block` points gives blocks whose sums, added along the returned
+    tree (a block's index, or a pair of subtrees), are np.sum of the whole, bit for bit.
+    """
+    blocks: list[tuple[int, int]] = []
+
+    def split(start: int, stop: int) -> Tree:
+        if stop - start <= block:
+            blocks.append((start, stop))
+            return len(blocks) - 1
+        half = (stop - start) // 2
+        middle = start + half - half % 8
+        return split(start, middle), split(middle, stop)
+
+    return blocks, split(0, n)
+
+
+def _add_up(tree: Tree, sums: list[np.ndarray]) -> np.ndarray:
+    if isinstance(tree, int):
+        return sums[tree]
+    return _add_up(tree[0], sums) + _add_up(tree[1], sums)
+
+
+def loss_and_grad(
+    x2: np.ndarray, y: np.ndarray, w, b, r: np.ndarray, r_x2: np.ndarray, blocks=None, tree: Tree = 0
+) -> tuple[float, float, float]:
+    """(L, dL/dw, dL/db) at (w, b), given x² and two scratch arrays the size of a block (by default
+    the whole of x, one block). `blocks` and `tree` are `summation_tree(len(x2))`."""
+    if blocks is None or len(blocks) == 1:
+        squares, grad_w, grad_b = _sums(x2, y, w, b, r, r_x2)
+    else:
+        sums = [np.array(_sums(x2[start:stop], y[start:stop], w, b, r, r_x2)) for start, stop in blocks]
+        squares, grad_w, grad_b = _add_up(tree, sums)
+    return 0.5 * squares, grad_w, grad_b
+
+
+def _sums(x2: np.ndarray, y: np.ndarray, w, b, r: np.ndarray, r_x2: np.ndarray) -> tuple:
+    """Σ(ŷ − y)², Σ(ŷ − y)·x² and Σ(ŷ − y) over one block, in the scratch arrays' first len(x2) places."""
+    r, r_x2 = r[: len(x2)], r_x2[: len(x2)]
     np.multiply(x2, w, out=r)
     r += b
     r -= y  # r = ŷ − y
     np.multiply(r, r, out=r_x2)
-    loss = 0.5 * r_x2.sum()  # np.sum, as the book: its order is fixed, np.dot's depends on the CPU
+    squares = r_x2.sum()  # np.sum, as the book: its order is fixed, np.dot's depends on the CPU
     np.multiply(r, x2, out=r_x2)
-    return loss, r_x2.sum(), r.sum()
+    return squares, r_x2.sum(), r.sum()
 
 
 def fit(
@@ -43,7 +92,8 @@ def fit(
     scalar = x.dtype.type
     w, b, lr = scalar(w0), scalar(b0), scalar(lr)
     x2 = x * x
-    r, r_x2 = np.empty_like(x), np.empty_like(x)
+    blocks, tree = summation_tree(len(x))
+    r, r_x2 = np.empty(min(len(x), BLOCK), x.dtype), np.empty(min(len(x), BLOCK), x.dtype)
     rows = np.empty((kept_steps(steps, every), 3), dtype=x.dtype)
     numbers = np.empty(len(rows), dtype=np.int64)
     kept = 0
@@ -53,7 +103,7 @@ def fit(
     with np.errstate(over="ignore", invalid="ignore"):  # divergence is detected and reported below
         for i in progress(range(steps)) if progress else range(steps):
             previous = loss
-            loss, grad_w, grad_b = loss_and_grad(x2, y, w, b, r, r_x2)
+            loss, grad_w, grad_b = loss_and_grad(x2, y, w, b, r, r_x2, blocks, tree)
             if not loss <= limit:  # risen, or not finite (NaN compares false)
                 diverged, i, loss = True, i - 1, previous  # the last step done is the one before
                 break
