@@ -11,17 +11,10 @@ On the CPU the history is read back as Python floats, and a loss that is not fin
 risen (see `rise_limit`), stops training before its backward pass. On cuda it is written into
 a tensor on the device, so the host does not wait for the GPU every step; it is checked every
 `CUDA_CHECK_EVERY` steps, and cut at the first bad step.
-
-Each CPU step allocates and frees arrays the size of x. glibc's malloc maps an allocation of
-over 32 MiB (4M float64 points) afresh and unmaps it when it is freed, so every step faulted
-its pages in again: at n = 1e7, 59,000 page faults and 0.21 s a step here. Training on the CPU
-therefore has malloc keep freed arrays for reuse (`keep_freed_arrays`): 27,000 faults and 0.10 s.
 """
 
 from __future__ import annotations
 
-import ctypes
-import functools
 import math
 from collections.abc import Callable, Iterable
 
@@ -32,19 +25,6 @@ import torch.nn.functional as F
 from src.backends import History, first_bad_step, history, rise_limit
 
 CUDA_CHECK_EVERY = 100
-M_TRIM_THRESHOLD, M_MMAP_THRESHOLD = -1, -3  # mallopt's parameters, from glibc's malloc.h
-
-
-@functools.cache
-def keep_freed_arrays(limit: int = 1 << 30) -> bool:
-    """Have glibc's malloc serve allocations below `limit` bytes from its heap, and keep up to `limit`
-    bytes there when they are freed, instead of mapping fresh pages for each new array and giving
-    them back at once. False where the C library is not glibc."""
-    try:
-        libc = ctypes.CDLL("libc.so.6")
-    except OSError:
-        return False
-    return bool(libc.mallopt(M_MMAP_THRESHOLD, limit)) and bool(libc.mallopt(M_TRIM_THRESHOLD, limit))
 
 
 def fit(
@@ -70,8 +50,6 @@ def fit(
     w = torch.full((1, 1), w0, dtype=x.dtype, device=device, requires_grad=True)
     b = torch.full((1, 1), b0, dtype=x.dtype, device=device, requires_grad=True)
     on_cpu = device.type == "cpu"
-    if on_cpu:
-        keep_freed_arrays()
     rows: list = []  # on the CPU, (step, loss, w, b) of the steps kept; on cuda, every step's (loss, w, b)
     limit, value, done = math.inf, math.nan, steps
 
