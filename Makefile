@@ -32,7 +32,7 @@ run: setup          ## set up, then run the pipeline (params -> generate -> trai
 	@echo "  MLflow runs    make ui   (prints the link to the runs table)"
 
 PORT ?= 5000
-ui: setup           ## mlflow ui on this project's store: one worker, no job consumers; prints the runs table's link
+ui: setup           ## mlflow ui on the store runs go to: one worker, no job consumers; prints the runs table's link
 	$(BIN)/python -m src.ui --port $(PORT)
 
 test: setup         ## every test, slow ones included (what CI runs; the cluster tests need cluster/up.sh first)

@@ -1,4 +1,8 @@
-"""`make ui`: `mlflow ui` on this project's store, sized for one user.
+"""`make ui`: `mlflow ui` on the store runs are logged to, sized for one user.
+
+The store is the one `python -m src.train` uses: MLFLOW_TRACKING_URI when it names a database,
+else the project's own `mlflow.db` (`--store URI` picks another). A tracking server
+(`http://...`) has its own UI: this says so and points at it.
 
 Plain `mlflow ui` starts four uvicorn workers and MLflow's job-execution consumers, which
 this project never uses; on a small machine that is a long wait and gigabytes of memory.
@@ -44,6 +48,15 @@ def command(store: str, port: int) -> list[str]:
     ]
 
 
+def default_store() -> str:
+    """The store `python -m src.train` logs to, as a backend store URI for `mlflow ui`."""
+    uri = os.environ.get("MLFLOW_TRACKING_URI", "")
+    if uri.startswith(("http://", "https://")):
+        raise UserError(f"MLFLOW_TRACKING_URI is the tracking server {uri}, which serves its own UI: open {uri} "
+                        "(or pass --store URI to browse a database here)")  # fmt: skip
+    return uri or f"sqlite:///{ROOT / 'mlflow.db'}"
+
+
 def wait_until_answering(url: str, server: subprocess.Popen, timeout: float = 180) -> None:
     """Return once `url`/health answers; raise UserError if the server exits or never answers."""
     deadline = time.monotonic() + timeout
@@ -74,11 +87,12 @@ def runs_table_link(url: str, experiment_name: str) -> str:
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--port", type=int, default=5000)
-    parser.add_argument("--store", default=f"sqlite:///{ROOT / 'mlflow.db'}", help="the backend store URI")
+    parser.add_argument("--store", help="the backend store URI (default: where runs are logged; see above)")
     args = parser.parse_args(argv)
     experiment_name = OmegaConf.load(ROOT / "conf" / "config.yaml").experiment_name
     with clean_exit():
-        server = subprocess.Popen(command(args.store, args.port), env={**os.environ, **LIGHT})
+        store = args.store or default_store()
+        server = subprocess.Popen(command(store, args.port), env={**os.environ, **LIGHT})
         try:
             url = f"http://127.0.0.1:{args.port}"
             wait_until_answering(url, server)

@@ -9,15 +9,17 @@ import sys
 import psutil
 import pytest
 
-from tests.conftest import free_port, rest, run_cli
+from src.errors import UserError
+from src.ui import default_store
+from tests.conftest import ROOT, free_port, rest, run_cli
 
 
 @pytest.mark.slow
 def test_make_ui_serves_the_runs_table_light_and_stops_on_ctrl_c(tmp_path, tracking_env):
     assert run_cli("steps=5", cwd=tmp_path, env=tracking_env).returncode == 0
     port = free_port()
-    store = tracking_env["MLFLOW_TRACKING_URI"]
-    ui = subprocess.Popen([sys.executable, "-m", "src.ui", "--port", str(port), "--store", store],
+    store = tracking_env["MLFLOW_TRACKING_URI"]  # where the run went, and so what the UI serves without --store
+    ui = subprocess.Popen([sys.executable, "-m", "src.ui", "--port", str(port)],
                           stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, env=tracking_env)  # fmt: skip
     try:
         link = next(line for line in ui.stdout if line.startswith("MLflow UI: ")).split()[2]
@@ -29,9 +31,20 @@ def test_make_ui_serves_the_runs_table_light_and_stops_on_ctrl_c(tmp_path, track
         tree = psutil.Process(ui.pid).children(recursive=True)
         commands = [" ".join(p.cmdline()) for p in tree]
         assert len(tree) == 2 and "--workers 1" in commands[0], commands  # mlflow ui and one uvicorn worker
+        assert f"--backend-store-uri {store} " in commands[0], commands
         assert not any("huey" in c or "jobs" in c for c in commands), commands  # no job consumers
     finally:
         ui.send_signal(signal.SIGINT)
         ui.wait(timeout=60)
     assert ui.returncode == 0
     assert psutil.wait_procs(tree, timeout=30)[1] == []
+
+
+def test_the_ui_serves_the_store_runs_go_to_and_points_at_a_server(monkeypatch):
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    assert default_store() == f"sqlite:///{ROOT / 'mlflow.db'}"
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", "sqlite:////data/runs.db")
+    assert default_store() == "sqlite:////data/runs.db"
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", "http://127.0.0.1:55000")
+    with pytest.raises(UserError, match=r"tracking server http://127.0.0.1:55000, which serves its own UI: open"):
+        default_store()
