@@ -35,33 +35,13 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from src import datafiles, errors
 from src.errors import TrackingError
-
-CODE_ROOT = Path(__file__).resolve().parents[1]
+from src.stores import CODE_ROOT, default_uri, is_server, project_root, tracking_uri
 
 log = logging.getLogger(__name__)
 
 # Against a tracking server, MLflow prints "View run ... at: <url>" to stdout as each run ends;
 # every run here logs its own link once (src.train.log_summary), so MLflow's copy is noise.
 os.environ.setdefault("MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT", "true")
-
-
-def project_root() -> Path:
-    """The repository the runs belong to.
-
-    DVC runs queued or `--temp` experiments in a copy under `.dvc/tmp/exps/`; it points
-    DVC_ROOT at the original repository, so their runs land in its store, not the copy's.
-    """
-    return Path(os.environ.get("DVC_ROOT") or CODE_ROOT).resolve()
-
-
-def default_uri() -> str:
-    """The project's own SQLite store."""
-    return f"sqlite:///{project_root() / 'mlflow.db'}"
-
-
-def tracking_uri() -> str:
-    """MLFLOW_TRACKING_URI when set, else the project's own SQLite store."""
-    return os.environ.get("MLFLOW_TRACKING_URI") or default_uri()
 
 
 def current_client() -> MlflowClient:
@@ -78,7 +58,7 @@ def open_experiment(uri: str, name: str) -> tuple[MlflowClient, str]:
     See `_prepare_store` for how a store is created.
     """
     db = _sqlite_path(uri)
-    if uri.startswith(("http://", "https://")):
+    if is_server(uri):
         _check_server(uri)
     elif db is None and "://" in uri:
         _check_database(uri)
@@ -121,7 +101,7 @@ def store_errors(uri: str) -> Iterator[None]:
 
 def shown(uri: str) -> str:
     """`uri` as it may be printed: a database URI's password replaced by ***."""
-    if _sqlite_path(uri) is not None or "://" not in uri or uri.startswith(("http://", "https://")):
+    if _sqlite_path(uri) is not None or "://" not in uri or is_server(uri):
         return uri
     return make_url(uri).render_as_string(hide_password=True)
 
@@ -429,7 +409,7 @@ def register_model(run_id: str, name: str, alias: str = "best") -> str:
 def browse_hint() -> str:
     """One line saying how to open the store in `mlflow ui`."""
     uri = tracking_uri()
-    if uri.startswith(("http://", "https://")):
+    if is_server(uri):
         return f"to browse it: open {uri}"
     if uri != default_uri():
         return f"to browse it: mlflow ui --backend-store-uri {uri}   (then open http://127.0.0.1:5000)"
@@ -439,7 +419,7 @@ def browse_hint() -> str:
 def run_link(run_id: str, experiment_id: str) -> str:
     """The run's page in `mlflow ui` (or on the tracking server)."""
     uri = tracking_uri()
-    base = uri.rstrip("/") if uri.startswith(("http://", "https://")) else "http://127.0.0.1:5000"
+    base = uri.rstrip("/") if is_server(uri) else "http://127.0.0.1:5000"
     return f"{base}/#/experiments/{experiment_id}/runs/{run_id}"
 
 

@@ -25,6 +25,7 @@ from pathlib import Path
 
 from omegaconf import OmegaConf
 
+from src import stores
 from src.errors import UserError, clean_exit
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -50,11 +51,11 @@ def command(store: str, port: int) -> list[str]:
 
 def default_store() -> str:
     """The store `python -m src.train` logs to, as a backend store URI for `mlflow ui`."""
-    uri = os.environ.get("MLFLOW_TRACKING_URI", "")
-    if uri.startswith(("http://", "https://")):
+    uri = stores.tracking_uri()
+    if stores.is_server(uri):
         raise UserError(f"MLFLOW_TRACKING_URI is the tracking server {uri}, which serves its own UI: open {uri} "
                         "(or pass --store URI to browse a database here)")  # fmt: skip
-    return uri or f"sqlite:///{ROOT / 'mlflow.db'}"
+    return uri
 
 
 def wait_until_answering(url: str, server: subprocess.Popen, timeout: float = 180) -> None:
