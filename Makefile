@@ -16,8 +16,9 @@ UV_VERSION := 0.13.8
 $(VENV)/.installed: requirements.lock pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet uv==$(UV_VERSION)
-	$(BIN)/uv pip install --quiet --python $(BIN)/python --compile-bytecode --index-strategy unsafe-best-match \
-	  $$($(PYTHON) tools/pip_sources.py) -r requirements.lock
+	sources="$$($(BIN)/python tools/pip_sources.py)" && \
+	  $(BIN)/uv pip install --quiet --python $(BIN)/python --compile-bytecode --index-strategy unsafe-best-match \
+	  $$sources -r requirements.lock
 	$(BIN)/pip install --quiet --no-deps --no-build-isolation -e .
 	touch $@
 

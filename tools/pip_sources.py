@@ -13,7 +13,10 @@ SOURCES = ("find-links", "index-url", "extra-index-url")
 
 
 def main() -> None:
-    listed = subprocess.run([sys.executable, "-m", "pip", "config", "list"], capture_output=True, text=True).stdout
+    # check: were pip's config unreadable, uv would quietly install from PyPI alone (on a machine whose
+    # CPU build of torch is in a local find-links folder, that is a several-GB CUDA build instead)
+    listed = subprocess.run([sys.executable, "-m", "pip", "config", "list"], capture_output=True, text=True,
+                            check=True).stdout  # fmt: skip
     options: list[str] = []
     for line in listed.splitlines():  # e.g. global.extra-index-url='file:///a file:///b'
         name, _, quoted = line.partition("=")
