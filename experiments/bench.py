@@ -47,7 +47,8 @@ OTHERS_BUSY = 0.25  # cores taken by other processes above which a section is "u
 
 
 def book_numpy_loop(x, y, w1, b1, lr, steps):
-    """§2.6's training loop, as written (x, y are (n, 1) columns; w1, b1 are (1, 1))."""
+    """§2.6's training loop, as written (x, y are (n, 1) columns; w1, b1 are (1, 1)); returns w1, b1
+    and the loss of the last step."""
     for _ in range(steps):
         y_pred = np.power(x, 2) * w1 + b1
         loss = 0.5 * (y_pred - y) ** 2
@@ -56,7 +57,7 @@ def book_numpy_loop(x, y, w1, b1, lr, steps):
         grad_b = np.sum(y_pred - y)
         w1 -= lr * grad_w
         b1 -= lr * grad_b
-    return w1, b1
+    return w1, b1, loss
 
 
 def book_torch_loop(x, y, w, b, lr, steps):
@@ -139,7 +140,7 @@ def per_step(n: int, dtype: str, steps: int, repeats: int, loops=("book §2.6", 
         "torch backend": lambda: fits["torch"](x, y, w0, b0, lr=lr, steps=steps),
     }
     times = interleaved({name: everything[name] for name in loops}, repeats)
-    w_book, b_book = book_numpy()
+    w_book, b_book, _ = book_numpy()
     history = fits["numpy"](x, y, w0, b0, lr=lr, steps=steps)
     gap = max(
         abs(history.w[-1] - w_book.item()) / abs(w_book.item()), abs(history.b[-1] - b_book.item()) / abs(b_book.item())

@@ -36,6 +36,7 @@ from mlflow.entities import Metric  # noqa: E402
 from mlflow.models import infer_signature  # noqa: E402
 
 from src.backends.numpy_gd import fit  # noqa: E402
+from src.config import flatten  # noqa: E402
 
 if LEAN_START:
     import atexit
@@ -45,13 +46,6 @@ if LEAN_START:
     atexit.register(gc.freeze)
 
 ROOT = Path(__file__).resolve().parents[1]
-
-
-def flat(config: dict, prefix: str = "") -> dict:
-    out = {}
-    for key, value in config.items():
-        out.update(flat(value, f"{prefix}{key}.") if isinstance(value, dict) else {f"{prefix}{key}": value})
-    return out
 
 
 def main() -> None:
@@ -77,7 +71,7 @@ def main() -> None:
         final = {"final_loss": float(history.loss[-1]), "final_w": w, "final_b": b}
         metrics += [Metric(k, v, now, 0) for k, v in final.items()]
         mlflow.MlflowClient().log_batch(run_id, metrics=metrics, params=[])
-        mlflow.log_params(flat(config))
+        mlflow.log_params(flatten(config))
         mlflow.log_dict(config, "config.yaml")
 
         fig, ax = plt.subplots()

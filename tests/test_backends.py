@@ -6,6 +6,7 @@ import sys
 import numpy as np
 import pytest
 
+from experiments.bench import book_numpy_loop
 from src.backends import load_fit
 from src.backends.numpy_gd import BLOCK
 from src.problem import lr_bound, sample_problem
@@ -38,15 +39,7 @@ def test_the_numpy_backend_in_blocks_is_section_2_6_bit_for_bit(dtype):
     lr = x.dtype.type(1.0 / n)
     column = (n, 1)
     xc, yc = x.reshape(column), y.reshape(column)
-    w1, b1 = np.full((1, 1), w0, dtype), np.full((1, 1), b0, dtype)
-    for _ in range(20):  # §2.6's loop, as written
-        y_pred = np.power(xc, 2) * w1 + b1
-        loss = 0.5 * (y_pred - yc) ** 2
-        loss = loss.sum()
-        grad_w = np.sum((y_pred - yc) * np.power(xc, 2))
-        grad_b = np.sum(y_pred - yc)
-        w1 -= lr * grad_w
-        b1 -= lr * grad_b
+    w1, b1, loss = book_numpy_loop(xc, yc, np.full((1, 1), w0, dtype), np.full((1, 1), b0, dtype), lr, 20)
     history = load_fit("numpy")(x, y, w0, b0, lr=lr, steps=20)
     assert (history.w[-1], history.b[-1]) == (w1.item(), b1.item())
     assert history.loss[-1] == loss
