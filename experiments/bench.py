@@ -203,7 +203,7 @@ def _run(command: list[str], cwd: Path, env: dict) -> None:
 
 
 def _plain_env(folder: Path) -> dict:
-    """This environment, with a fresh SQLite store in `folder` and none of the pipeline's variables."""
+    """This environment, with MLFLOW_TRACKING_URI set to a fresh SQLite store in `folder`."""
     return {**os.environ, "MLFLOW_TRACKING_URI": f"sqlite:///{folder / 'mlflow.db'}"}
 
 
