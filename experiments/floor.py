@@ -68,7 +68,10 @@ def main() -> None:
             for key, values in series.items()
             for step, v in zip(history.step, values, strict=True)
         ]
-        final = {"final_loss": float(history.loss[-1]), "final_w": w, "final_b": b}
+        x_test = np.linspace(-1, 1, n)
+        y_test = 3 * x_test**2 + 2 + 0.2 * np.random.default_rng([config["seed"], 1]).random(n)
+        test_mse = float(np.mean((w * x_test**2 + b - y_test) ** 2))
+        final = {"final_loss": float(history.loss[-1]), "final_w": w, "final_b": b, "test_mse": test_mse}
         metrics += [Metric(k, v, now, 0) for k, v in final.items()]
         mlflow.MlflowClient().log_batch(run_id, metrics=metrics, params=[])
         mlflow.log_params(flatten(config))

@@ -59,9 +59,25 @@ def md5(path: Path) -> str:
     return hashlib.md5(Path(path).read_bytes()).hexdigest()
 
 
+def digest(*arrays: np.ndarray) -> str:
+    """A SHA-256 of the arrays' dtypes, shapes and bytes: equal exactly when the data is."""
+    sha = hashlib.sha256()
+    for array in arrays:
+        sha.update(f"{array.dtype} {array.shape}".encode())
+        sha.update(np.ascontiguousarray(array).tobytes())
+    return sha.hexdigest()
+
+
 def write_text(path: Path, text: str) -> None:
     with atomic_path(path) as tmp:
         tmp.write_text(text)
+
+
+def write_files(folder: Path, files: dict[str, bytes]) -> None:
+    """Each of `files` ({name: bytes}) into `folder`, atomically."""
+    for name, content in files.items():
+        with atomic_path(Path(folder) / name) as tmp:
+            tmp.write_bytes(content)
 
 
 def write_json(path: Path, payload: dict) -> None:

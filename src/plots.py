@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 from pathlib import Path
 
 import matplotlib
@@ -146,6 +147,14 @@ def plot_loss(step: np.ndarray, loss: np.ndarray, optimum: float | None = None) 
     ax.set_title("training loss")
     ax.grid(True, which="both", alpha=0.3)
     return fig
+
+
+def png(fig: Figure) -> bytes:
+    """`fig` as PNG bytes; frees it."""
+    buffer = io.BytesIO()
+    fig.savefig(buffer, dpi=100, format="png")
+    close(fig)
+    return buffer.getvalue()
 
 
 def save(fig: Figure, path) -> None:

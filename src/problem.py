@@ -106,6 +106,13 @@ def loss(x: np.ndarray, y: np.ndarray, w: float, b: float) -> float:
         return float(0.5 * np.sum(r * r))
 
 
+def mse(x: np.ndarray, y: np.ndarray, w: float, b: float) -> float:
+    """The mean squared error of w·x² + b on (x, y): the held-out score that ranks fits."""
+    with np.errstate(over="ignore", invalid="ignore"):
+        r = w * x**2 + b - y
+        return float(np.mean(r * r))
+
+
 # Every reduction below is `np.sum` over a contiguous array, whose pairwise order is fixed by
 # NumPy's own code, never `np.dot` or LAPACK: a BLAS kernel sums in an order that depends on
 # the CPU and the thread count, so its last bits, and the files made from them, would too.

@@ -37,7 +37,7 @@ from mlflow.entities import Run
 from mlflow.tracking import MlflowClient
 from omegaconf import DictConfig, OmegaConf
 
-from src import errors, plots, tracking
+from src import datafiles, errors, plots, tracking
 
 PARENT_RUN_ENV = "SWEEP_PARENT_RUN_ID"
 RESUMED_AT_ENV = "SWEEP_RESUMED_AT"  # set in a resumed sweep: when this attempt began, in ms since the epoch
@@ -64,11 +64,7 @@ def sweep_key(task_overrides: list[str], sweeper: Mapping, code: str) -> str:
 
 def job_key(config: Mapping, code: str, x: np.ndarray, y: np.ndarray) -> str:
     """What decides a job's result: its resolved config, the code, and the training data's bytes."""
-    data = hashlib.sha256()
-    for array in (x, y):
-        data.update(f"{array.dtype} {array.shape}".encode())
-        data.update(np.ascontiguousarray(array).tobytes())
-    return _digest([dict(config), code, data.hexdigest()])
+    return _digest([dict(config), code, datafiles.digest(x, y)])
 
 
 def _digest(value: object) -> str:
@@ -129,10 +125,39 @@ def one_row_per_job(rows: list[Mapping]) -> list[Mapping]:
 
 
 def summarize(rows: list[Mapping]) -> dict:
-    """The best finished job (lowest objective) and the counts, from the jobs' table rows."""
+    """The best finished job (lowest objective) and the counts, from the jobs' table rows. A job that
+    failed counts as `failed` unless it diverged, which is a result (it scores inf), not an error."""
     finished = [r for r in rows if r["status"] == "FINISHED" and math.isfinite(r["objective"])]
+    failed = [r for r in rows if r["status"] == "FAILED" and not r.get("diverged")]
     best = min(finished, key=lambda r: r["objective"], default=None)
-    return {"jobs": len(rows), "finished": len(finished), "best": best}
+    return {"jobs": len(rows), "finished": len(finished), "failed": len(failed), "best": best}
+
+
+def record_failed_job(name: str, number: int, error: str) -> None:
+    """Inside a sweep's job that could not run (its config refused, say): a FAILED run under the sweep's
+    parent, with the error in its `error` tag, so that the sweep's summary counts it and `mlflow ui` shows why."""
+    parent = sweep_parent()
+    if parent is None:
+        return
+    try:
+        client = tracking.current_client()
+        tags = {"mlflow.parentRunId": parent, "sweep_job": str(number), "error": error[:5000]}
+        run = client.create_run(client.get_run(parent).info.experiment_id, run_name=name, tags=tags)
+        client.set_terminated(run.info.run_id, "FAILED")
+    except tracking.STORE_ERRORS:
+        pass  # the store itself failed: the job's own line says so
+
+
+def _summary_line(summary: dict, objective_metric: str) -> str:
+    """The sweep's one line on the console: how many jobs finished, and the best of them."""
+    done = f"sweep: {summary['finished']}/{summary['jobs']} jobs finished"
+    if summary["failed"]:
+        done += f", {summary['failed']} failed (see their lines above)"
+    best = summary["best"]
+    if best is None:
+        return done
+    return (f"{done}; best: job {best['job']}, backend {best['backend']}, lr {best['lr']}, "
+            f"{objective_metric} {best['objective']:.6g}")  # fmt: skip
 
 
 def _stop(processes: list, grace: float = 5) -> None:
@@ -215,7 +240,8 @@ class MlflowSweepCallback(Callback):
 
     def on_multirun_end(self, config: DictConfig, **kwargs) -> None:
         errors.stop_if_interrupted()  # not FINISHED after a lost Ctrl-C: `_abandon` ends it KILLED
-        self._close("FINISHED", OBJECTIVE_METRIC[config.objective])
+        if self._close("FINISHED", OBJECTIVE_METRIC[config.objective]) == "FAILED":
+            raise SystemExit(1)  # each failed job has said why, and the summary line how many
 
     def _abandon(self) -> None:
         """End a sweep that stopped before its end: on an interrupt (SIGINT, SIGTERM) as KILLED, else FAILED.
@@ -233,9 +259,10 @@ class MlflowSweepCallback(Callback):
         tracking.close_stale_runs(self._client, experiment_id)
         self._close("KILLED" if errors.interrupted_by else "FAILED")
 
-    def _close(self, status: str, objective_metric: str = "final_loss") -> None:
+    def _close(self, status: str, objective_metric: str = "final_loss") -> str | None:
+        """End the parent run with `status`, or FAILED when no job finished or any failed; return the status."""
         if self._parent is None:
-            return
+            return None
         parent, self._parent = self._parent, None
         os.environ.pop(PARENT_RUN_ENV, None)
         os.environ.pop(RESUMED_AT_ENV, None)
@@ -243,22 +270,18 @@ class MlflowSweepCallback(Callback):
             rows = self._children(parent, objective_metric)
             summary = summarize(rows)
             self._log_summary(parent, rows, summary, objective_metric)
-            if summary["best"]:
-                summary["version"] = tracking.register_model(summary["best"]["run_id"], self._experiment_name)
-            if status == "FINISHED" and summary["finished"] == 0:
+            if status == "FINISHED" and (summary["finished"] == 0 or summary["failed"]):
                 status = "FAILED"
+            log.info("%s", _summary_line(summary, objective_metric))
+            if summary["best"]:
+                tracking.register_model(summary["best"]["run_id"], self._experiment_name)
         finally:
             self._client.set_terminated(parent, status)
-        best = summary["best"]
-        if best:
-            log.info("sweep: %d/%d jobs finished; best: job %s, backend %s, lr %s, %s %.6g",
-                     summary["finished"], summary["jobs"], best["job"], best["backend"], best["lr"],
-                     objective_metric, best["objective"])  # fmt: skip
-            log.info("best model: models:/%s@best (version %s)", self._experiment_name, summary["version"])
         experiment_id = self._client.get_run(parent).info.experiment_id
         log.info("sweep page: %s  (summary: sweep_summary.md and final_loss_vs_lr.png in its artifacts)",
                  tracking.run_link(parent, experiment_id))  # fmt: skip
         log.info("%s", tracking.browse_hint())
+        return status
 
     def _children(self, parent: str, objective_metric: str) -> list[dict]:
         runs = self._client.search_runs(
@@ -273,6 +296,7 @@ class MlflowSweepCallback(Callback):
                 "lr": float(run.data.params.get("lr", "nan")),
                 "seed": run.data.params.get("seed", ""),
                 "status": run.info.status,
+                "diverged": run.data.tags.get(DIVERGED_TAG) == "true",
                 "final_loss": run.data.metrics.get("final_loss", math.nan),
                 "objective": run.data.metrics.get(objective_metric, math.nan),
                 "run_id": run.info.run_id,

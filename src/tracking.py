@@ -17,6 +17,7 @@ import signal
 import socket
 import sqlite3
 import subprocess
+import tempfile
 import time
 import urllib.request
 import warnings
@@ -24,6 +25,7 @@ from collections.abc import Iterator, Mapping
 from contextlib import closing, contextmanager, redirect_stderr
 from importlib import metadata
 from pathlib import Path
+from typing import NamedTuple
 
 import mlflow
 import numpy as np
@@ -393,17 +395,70 @@ def log_model(w: float, b: float, x_example: np.ndarray) -> str:
 MODEL_URI_TAG = "model_uri"  # the models:/m-... URI of the run's logged model
 
 
-def register_model(run_id: str, name: str, alias: str = "best") -> str:
-    """Register run `run_id`'s model under `name` and point `alias` at the new version; return its version."""
+HELD_OUT_TAG = "held_out_sha256"  # on a run and its model's versions: the data its test_mse was measured on
+BEST_ALIAS = "best"
+
+
+class Registration(NamedTuple):
+    version: str
+    best: bool  # whether the new version took @best
+    why: str
+
+
+def register_model(run_id: str, name: str) -> Registration:
+    """Register run `run_id`'s model as a new version of `name`; move `@best` to it only if it is better.
+
+    Better means a lower held-out MSE (`test_mse`) than the version that holds `@best`, measured
+    on the same held-out data (`HELD_OUT_TAG`, a digest of it). A model scored on other data is
+    not compared, and does not take `@best`. Every new version is `models:/<name>/latest` (MLflow's
+    own name for the newest) until the next. The console says what the version got, and why.
+    """
     client = MlflowClient(tracking_uri())
-    model_uri = client.get_run(run_id).data.tags[MODEL_URI_TAG]
+    run = client.get_run(run_id)
+    score, data = run.data.metrics["test_mse"], run.data.tags[HELD_OUT_TAG]
+    holder = _version_with_alias(client, name, BEST_ALIAS)
     with redirect_stderr(io.StringIO()) as printed:  # "Successfully registered model ...", print()ed
-        version = mlflow.register_model(model_uri, name, await_registration_for=0).version  # ready at once here
+        version = mlflow.register_model(
+            run.data.tags[MODEL_URI_TAG], name, await_registration_for=0,  # ready at once here
+            tags={HELD_OUT_TAG: data, "test_mse": repr(score)},
+        ).version  # fmt: skip
     for line in printed.getvalue().splitlines():
         if not line.startswith(("Successfully registered model", "Registered model", "Created version")):
             log.warning("%s", line)
-    client.set_registered_model_alias(name, alias, version)
-    return str(version)
+    best, why = _takes_best(score, data, holder)
+    if best:
+        client.set_registered_model_alias(name, BEST_ALIAS, version)
+    log.info("registered models:/%s version %s (models:/%s/latest); %s", name, version, name, why)
+    return Registration(str(version), best, why)
+
+
+def _version_with_alias(client: MlflowClient, name: str, alias: str):
+    """The model version of `name` that holds `alias`, or None (no such model, or no version holds it)."""
+    try:
+        return client.get_model_version_by_alias(name, alias)
+    except MlflowException as e:
+        if e.error_code != "RESOURCE_DOES_NOT_EXIST":
+            raise
+        return None
+
+
+def _takes_best(score: float, data: str, holder) -> tuple[bool, str]:
+    """Whether a version scored `score` on held-out data `data` takes @best from `holder`, and why, as a phrase."""
+    if holder is None:
+        return True, f"it takes @best (held-out MSE {score:.6g}): no version held it"
+    held_by, recorded = f"version {holder.version}", holder.tags.get(HELD_OUT_TAG)
+    if recorded is None:
+        return (
+            True,
+            f"it takes @best (held-out MSE {score:.6g}) from {held_by}, which has no record of its held-out data",
+        )
+    if recorded != data:
+        return False, (f"not @best: {held_by} holds it, scored on other held-out data ({recorded[:12]}, this one "
+                       f"{data[:12]}); scores on different data are not compared")  # fmt: skip
+    old = float(holder.tags["test_mse"])
+    if score < old:
+        return True, f"it takes @best: held-out MSE {score:.6g} beats {held_by}'s {old:.6g}"
+    return False, f"not @best: held-out MSE {score:.6g} does not beat {held_by}'s {old:.6g}, which keeps it"
 
 
 def browse_hint() -> str:
@@ -595,6 +650,16 @@ def _blas() -> str:
 
     found = [i for i in threadpool_info() if i.get("user_api") == "blas"]
     return "; ".join(f"{i['internal_api']} {i['version']} {i.get('architecture', '')}".strip() for i in found) or "none"
+
+
+def log_files(client: MlflowClient, run_id: str, files: Mapping[str, bytes], artifact_path: str | None = None) -> None:
+    """`files` ({name: bytes}) as artifacts of run `run_id`, copied from a temporary folder of this
+    process's own: never from a folder that another run could be writing into."""
+    with tempfile.TemporaryDirectory(prefix="run-files-") as private:
+        for name, content in files.items():
+            path = Path(private) / name
+            path.write_bytes(content)  # with the mode the umask gives, which the artifact copy keeps
+            client.log_artifact(run_id, str(path), artifact_path)
 
 
 def log_params_and_history(

@@ -8,6 +8,7 @@ so Hydra sweepers can minimise it; in a multirun, a diverged job returns inf.
 
 from __future__ import annotations
 
+import io
 import logging
 import math
 import shutil
@@ -25,7 +26,7 @@ from omegaconf import DictConfig, OmegaConf
 from src import datafiles, errors, plots, problem, sweep, tracking, usage
 from src.backends import History, estimated_seconds, kept_steps, load_fit, resolve_device
 from src.config import Objective, TrainConfig, flatten, load_config
-from src.errors import ConfigError, DataFileError, TrainingDiverged, clean_exit
+from src.errors import ConfigError, DataFileError, TrainingDiverged, UserError, clean_exit
 from src.sampling import make_problem, make_test_set
 
 log = logging.getLogger(__name__)
@@ -43,7 +44,7 @@ class Result:
     loss: float
     w: float
     b: float
-    test_mse: float | None = None  # logged when `objective=test_mse`
+    test_mse: float  # on the held-out set
 
 
 def train(
@@ -54,13 +55,16 @@ def train(
     extra_tags: dict[str, str] | None = None,
     run_name: str | None = None,
     data_source: str | None = None,
+    held_out: tuple[np.ndarray, np.ndarray] | None = None,
 ) -> Result:
     """Fit `data` from its start, write the run's files to `output_dir`, and record it all in MLflow.
 
     `config` is the checked config; `resolved` is the same config as a plain dict, which
     is logged as the run's params and saved as its config.yaml. The training data is logged
     as the run's `training` dataset, with `data_source` (its file) as its source, and a
-    finished fit as its pyfunc `model`. Inside a sweep the run is nested under the sweep's.
+    finished fit as its pyfunc `model`, scored by its MSE on `held_out` (x, y), by default the
+    held-out set that the config draws (the `generate` stage's test set). Inside a sweep the run
+    is nested under the sweep's.
     """
     backend = config.backend.name.value
     try:
@@ -81,7 +85,13 @@ def train(
     uri = tracking.tracking_uri()
     client, experiment_id = tracking.open_experiment(uri, config.experiment_name)
     run_name = run_name or f"{backend} lr={config.lr:g} seed={config.seed}"
-    tags = {**tracking.run_tags(backend, device), "output_dir": str(output_dir.resolve()), **(extra_tags or {})}
+    x_test, y_test = held_out if held_out is not None else make_test_set(config)
+    tags = {
+        **tracking.run_tags(backend, device),
+        "output_dir": str(output_dir.resolve()),
+        tracking.HELD_OUT_TAG: datafiles.digest(x_test, y_test),
+        **(extra_tags or {}),
+    }
     parent = sweep.sweep_parent()
     expected = estimated_seconds(backend, len(x), config.steps)
     _warn_if_long(expected, kept_steps(config.steps, config.log_every), config.log_every)
@@ -99,12 +109,13 @@ def train(
         )
         w, b = (float(history.w[-1]), float(history.b[-1])) if len(history.w) else (w0, b0)
         final_loss = problem.loss(x, y, w, b)
-        _write_outputs(output_dir, x, y, history, w, b, OmegaConf.to_yaml(resolved))
+        files = _run_files(x, y, history, w, b, OmegaConf.to_yaml(resolved))
+        datafiles.write_files(output_dir, files)
         # A diverged run has no final model: its last parameters are the ones whose loss overflowed.
-        final = {} if history.diverged else {"final_loss": final_loss, "final_w": w, "final_b": b}
-        if final and config.objective is Objective.test_mse:
-            # logged with the fit, so that a FINISHED run always holds its objective (a resumed sweep reads it)
-            final["test_mse"] = held_out_mse(config, w, b)
+        # The held-out MSE is logged with the fit, so that a FINISHED run always holds its score: a
+        # resumed sweep reads it back as the objective, and the model registry ranks versions by it.
+        final = {} if history.diverged else {"final_loss": final_loss, "final_w": w, "final_b": b,
+                                             "test_mse": problem.mse(x_test, y_test, w, b)}  # fmt: skip
         if not history.diverged:
             # before the histories: MLflow copies every metric the run has at step 0 onto a new model
             # and reads all their histories to do it, which would cost as much as logging them
@@ -117,14 +128,13 @@ def train(
             steps=history.step,
             final=final,
         )
-        for name in ("loss.png", "fit.png", "config.yaml", "history.csv"):
-            client.log_artifact(run_id, str(output_dir / name))
+        tracking.log_files(client, run_id, files)  # what this run made, not what its folder holds now
         tracking.log_dataset(run_id, x, y, name="train", context="training", source=data_source)
         if history.diverged:
             client.set_tag(run_id, sweep.DIVERGED_TAG, "true")
             raise TrainingDiverged(_divergence(len(history.step) and history.step[-1] + 1, history.loss, final_loss,
                                                config.lr, bound))  # fmt: skip
-    return Result(run_id, experiment_id, loss=final_loss, w=w, b=b, test_mse=final.get("test_mse"))
+    return Result(run_id, experiment_id, loss=final_loss, w=w, b=b, test_mse=final["test_mse"])
 
 
 LONG_RUN_SECONDS = 60
@@ -185,63 +195,77 @@ def _progress_bar(steps: Iterable[int]) -> Iterable[int]:
     return tqdm(steps, delay=2, unit="step", leave=False, dynamic_ncols=True)
 
 
-def _write_outputs(
-    output_dir: Path, x: np.ndarray, y: np.ndarray, history: History, w: float, b: float, config_yaml: str
-) -> None:
-    output_dir.mkdir(parents=True, exist_ok=True)
-    plots.save(plots.plot_loss(history.step, history.loss), output_dir / "loss.png")
-    plots.save(plots.plot_fit(x, y, w, b), output_dir / "fit.png")
-    datafiles.write_text(output_dir / "config.yaml", config_yaml)
+def _run_files(x: np.ndarray, y: np.ndarray, history: History, w: float, b: float, config_yaml: str) -> dict:
+    """The files a run leaves in its folder and logs to MLflow, made in memory: {name: bytes}."""
     table = np.column_stack([history.step, history.loss, history.w, history.b])
-    with datafiles.atomic_path(output_dir / "history.csv") as tmp:
-        np.savetxt(tmp, table, delimiter=",", header="step,loss,w,b", comments="", fmt=["%d"] + ["%.17g"] * 3)
+    csv = io.StringIO()
+    np.savetxt(csv, table, delimiter=",", header="step,loss,w,b", comments="", fmt=["%d"] + ["%.17g"] * 3)
+    return {
+        "loss.png": plots.png(plots.plot_loss(history.step, history.loss)),
+        "fit.png": plots.png(plots.plot_fit(x, y, w, b)),
+        "config.yaml": config_yaml.encode(),
+        "history.csv": csv.getvalue().encode(),
+    }
 
 
 @hydra.main(version_base="1.3", config_path="../conf", config_name="config")
 def main(cfg: DictConfig) -> float:
     """Train once; return the objective (the final training loss, or the held-out MSE) for sweepers."""
     hydra_config = HydraConfig.get()
-    in_sweep = hydra_config.mode == RunMode.MULTIRUN
+    output_dir = Path(hydra_config.runtime.output_dir)
     with clean_exit():
         errors.stop_if_interrupted()  # a sweep's next job does not start after a lost Ctrl-C
+        if hydra_config.mode != RunMode.MULTIRUN:
+            return _train_once(cfg, output_dir)
+        name = _sweep_job_name(hydra_config.job.num, hydra_config.overrides.task)
         try:
-            config = load_config(cfg)
-        except ConfigError:
-            _discard_run_folder(Path(hydra_config.runtime.output_dir))
-            raise
-        _check_memory(config.data.n)
-        resolved = OmegaConf.to_container(cfg, resolve=True)
-        data = make_problem(config)
-        tags, name = {}, None
-        if in_sweep:
-            name = _sweep_job_name(hydra_config.job.num, hydra_config.overrides.task)
-            key = sweep.job_key(resolved, tracking.code_version(), data.x, data.y)
-            if earlier := sweep.earlier_result(key, sweep.OBJECTIVE_METRIC[config.objective.value]):
-                log.info("%s: done before the sweep stopped, in run %s; not run again", name, earlier[0])
-                return earlier[1]
-            tags = {"sweep_job": str(hydra_config.job.num), sweep.JOB_KEY_TAG: key}
-        try:
-            result = train(config, resolved, data, Path(hydra_config.runtime.output_dir), tags, name)
+            return _train_once(cfg, output_dir, job=(hydra_config.job.num, name))
         except TrainingDiverged as e:
-            if not in_sweep:
-                raise
             log.error("%s", e)  # one diverging job must not end the sweep; it scores infinitely badly
             return math.inf
+        except UserError as e:  # nor one that cannot run: it is reported, and the sweep ends FAILED
+            _discard_run_folder(output_dir)
+            log.error("%s: error: %s", name, e)
+            sweep.record_failed_job(name, hydra_config.job.num, str(e))
+            return math.inf
         except KeyboardInterrupt:
-            if not (in_sweep and tracking.slurm_job()):
+            if not tracking.slurm_job():
                 raise
             # `scancel` of one Slurm job: its run is KILLED; the sweep waits for the others and counts it.
             log.error("Slurm job %s cancelled (SIGTERM); its MLflow run is KILLED", tracking.slurm_job())
             return math.inf
-        log_summary(result, config.experiment_name, browse_hint=not in_sweep)
-        return result.test_mse if config.objective is Objective.test_mse else result.loss
+
+
+def _train_once(cfg: DictConfig, output_dir: Path, job: tuple[int, str] | None = None) -> float:
+    """Check `cfg`, draw its data and train; `job` is (number, run name) inside a sweep."""
+    try:
+        config = load_config(cfg)
+    except ConfigError:
+        _discard_run_folder(output_dir)
+        raise
+    _check_memory(config.data.n)
+    resolved = OmegaConf.to_container(cfg, resolve=True)
+    data = make_problem(config)
+    tags, name = {}, None
+    if job is not None:
+        number, name = job
+        key = sweep.job_key(resolved, tracking.code_version(), data.x, data.y)
+        if earlier := sweep.earlier_result(key, sweep.OBJECTIVE_METRIC[config.objective.value]):
+            log.info("%s: done before the sweep stopped, in run %s; not run again", name, earlier[0])
+            return earlier[1]
+        tags = {"sweep_job": str(number), sweep.JOB_KEY_TAG: key}
+    result = train(config, resolved, data, output_dir, tags, name)
+    log_summary(result, config.experiment_name, browse_hint=job is None)
+    return result.test_mse if config.objective is Objective.test_mse else result.loss
 
 
 def _discard_run_folder(folder: Path) -> None:
     """Remove the output folder Hydra made for a run that never started (its config was refused),
     if it holds nothing but Hydra's own .hydra/ and an empty log; then its parents, while empty."""
-    for handler in logging.getLogger().handlers:
+    root = logging.getLogger()
+    for handler in list(root.handlers):  # detached, not just closed: a closed FileHandler reopens to write
         if isinstance(handler, logging.FileHandler) and Path(handler.baseFilename).parent == folder:
+            root.removeHandler(handler)
             handler.close()
     files = [f for f in folder.rglob("*") if f.is_file()]
     if any(f.parent.name != ".hydra" and f.stat().st_size > 0 for f in files):
@@ -254,12 +278,6 @@ def _discard_run_folder(folder: Path) -> None:
             parent.rmdir()
         except OSError:  # not empty: another run's folder is in it
             break
-
-
-def held_out_mse(config: TrainConfig, w: float, b: float) -> float:
-    """The fit's mean squared error on the test set that the DVC `generate` stage draws."""
-    x, y = make_test_set(config)
-    return float(np.mean((w * x**2 + b - y) ** 2))
 
 
 def _sweep_job_name(job: int, overrides: list[str]) -> str:

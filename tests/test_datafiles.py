@@ -94,8 +94,10 @@ def test_atomic_write_keeps_the_old_file_when_writing_fails(tmp_path):
 
 def test_train_stage_reports_a_bad_data_file_in_one_line(tmp_path):
     (tmp_path / "train.csv").write_text("x,y\n1,2\n3,nan\n")
+    (tmp_path / "test.csv").write_text("x,y\n1,2\n3,4\n")
     (tmp_path / "start.json").write_text('{"w0": 0, "b0": 0}')
-    args = ["--params", str(ROOT / "params.yaml"), "--train", "train.csv", "--start", "start.json", "--out", "m"]
+    args = ["--params", str(ROOT / "params.yaml"), "--train", "train.csv", "--test", "test.csv"]
+    args += ["--start", "start.json", "--out", "m"]
     done = subprocess.run(
         [sys.executable, "-m", "src.stages.train", *args], cwd=tmp_path, capture_output=True, text=True, timeout=120
     )

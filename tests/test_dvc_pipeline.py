@@ -62,6 +62,76 @@ def test_repro_runs_what_changed_and_logs_one_run_per_training(repo):
     assert metrics["loss_gap"] >= -1e-12 * metrics["optimal_loss"]  # no fit beats the optimum
 
 
+def _paths(entries: list) -> list[str]:
+    """The paths of a stage's deps, outs, metrics or plots as dvc.yaml lists them (a path, or {path: options})."""
+    return [next(iter(e)) if isinstance(e, dict) else e for e in entries]
+
+
+def _is_under(path: str, listed: list[str]) -> bool:
+    return any(path == entry or path.startswith(f"{entry}/") for entry in listed)
+
+
+def _files_touched(repo: Path, cmd: str, record: Path) -> list[str]:
+    """The project files that a stage's command imported or read, run as DVC runs it (tests/stage_files.py)."""
+    words = shlex.split(cmd)
+    assert words[:3] == ["exec", "python", "-m"], cmd
+    env = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}
+    done = subprocess.run(
+        [str(BIN / "python"), str(ROOT / "tests" / "stage_files.py"), str(record), *words[3:]],
+        cwd=repo, env=env, capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr[-2000:]
+    touched = json.loads(record.read_text())
+    paths = {Path(p) for p in touched["imported"] + touched["read"]}
+    relative = {str(p.relative_to(repo)) for p in paths if p.is_relative_to(repo) and p.is_file()}
+    store = ("mlflow.db", "mlruns/", ".git/", ".dvc/")  # the tracking store, and what git and DVC keep
+    return sorted(p for p in relative if "__pycache__" not in p and not p.startswith(store))
+
+
+@pytest.mark.slow
+def test_every_file_a_stage_imports_or_reads_is_one_of_its_deps(repo, tmp_path):
+    dvc(repo, "repro")
+    stages = yaml.safe_load((repo / "dvc.yaml").read_text())["stages"]
+    missed = {}
+    for name, stage in stages.items():
+        deps = _paths(stage["deps"])
+        outs = _paths(stage.get("outs", []) + stage.get("metrics", []) + stage.get("plots", []))
+        assert "requirements.lock" in deps, f"stage {name}: a package upgrade would not rerun it"
+        touched = _files_touched(repo, stage["cmd"], tmp_path / f"{name}.json")
+        assert f"src/stages/{name}.py" in touched  # the record is of the stage's own run
+        if left_out := [f for f in touched if not _is_under(f, deps + outs) and f != "params.yaml"]:  # params: keys
+            missed[name] = left_out
+    assert not missed, f"stages import or read files that dvc.yaml does not list in their deps: {missed}"
+
+
+@pytest.mark.slow
+def test_editing_code_or_the_lock_reruns_the_stages_that_run_on_it(repo):
+    dvc(repo, "repro")
+
+    def stale() -> set[str]:
+        return set(json.loads(dvc(repo, "status", "--json")))
+
+    problem = repo / "src" / "problem.py"
+    problem.write_text(problem.read_text().replace("0.5 * np.sum(r * r)", "0.25 * np.sum(r * r)"))
+    assert stale() == {"generate", "train", "evaluate"}
+    subprocess.run(["git", "checkout", "src/problem.py"], cwd=repo, check=True)
+    assert stale() == set()
+    with open(repo / "requirements.lock", "a") as lock:
+        lock.write("# upgraded\n")
+    assert stale() == {"params", "generate", "train", "evaluate"}
+
+
+@pytest.mark.slow
+def test_a_pipeline_model_takes_best_only_when_it_beats_it(repo):
+    first = dvc(repo, "repro")
+    assert "registered models:/autograd-fit version 1 (models:/autograd-fit/latest); it takes @best" in first
+    worse = dvc(repo, "exp", "run", "-S", "steps=30")  # stopped early: further from the held-out data
+    line = next(line for line in worse.splitlines() if "registered models:/autograd-fit version 2" in line)
+    assert "not @best: held-out MSE" in line and "does not beat version 1's" in line
+    client, _ = runs(repo)
+    assert str(client.get_model_version_by_alias("autograd-fit", "best").version) == "1"
+
+
 @pytest.mark.slow
 def test_exp_run_overrides_reach_training(repo):
     dvc(repo, "exp", "run", "-S", "lr=0.01", "--name", "fast-lr")

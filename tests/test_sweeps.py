@@ -95,6 +95,22 @@ def test_multirun_nests_every_job_under_one_parent_with_a_summary(tmp_path, trac
     assert (done.stdout + done.stderr).count("to browse it") <= 1  # once per sweep, not once per job
 
 
+def test_a_sweep_whose_jobs_cannot_run_says_so_in_a_line_each_and_fails(tmp_path, tracking_env):
+    done = run_cli("-m", "lr=0.001,0.002", "+sweep.resume=true", cwd=tmp_path, env=tracking_env)
+    assert done.returncode == 1
+    errors = [line for line in done.stderr.splitlines() if "error:" in line]
+    assert len(errors) == 2 and all("config key 'sweep'" in line for line in errors), done.stderr
+    assert "#0 lr=0.001" in errors[0] and "#1 lr=0.002" in errors[1]
+    assert "sweep: 0/2 jobs finished, 2 failed" in done.stdout + done.stderr
+    assert "Traceback" not in done.stderr and "Exception ignored" not in done.stderr
+    client, parent, children = _sweep(tracking_env["MLFLOW_TRACKING_URI"])
+    assert parent.info.status == "FAILED"
+    assert sorted(r.info.status for r in children) == ["FAILED", "FAILED"]
+    assert all("config key 'sweep'" in r.data.tags["error"] for r in children)
+    [sweep_folder] = (tmp_path / "multirun").glob("*/*")
+    assert [p.name for p in sweep_folder.iterdir()] == ["multirun.yaml"]  # no job left a folder
+
+
 @pytest.mark.parametrize("launcher", ["joblib", "submitit_local"])
 def test_parallel_launchers_land_every_run_on_a_fresh_database(launcher, tmp_path, tracking_env):
     jobs = "seed=0,1,2,3" if launcher == "joblib" else "seed=0,1"

@@ -9,7 +9,6 @@ tagged with the digest of `fit.json` instead (`model_md5`), which is how `evalua
 from __future__ import annotations
 
 import argparse
-import logging
 import os
 from pathlib import Path
 
@@ -32,23 +31,26 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--params", default="params.yaml")
     parser.add_argument("--train", required=True, help="the training CSV from `generate`")
+    parser.add_argument("--test", required=True, help="the held-out CSV from `generate`, which scores the model")
     parser.add_argument("--start", required=True, help="the initial w0, b0 from `generate`")
     parser.add_argument("--out", required=True, help="folder for the model and the run's files")
     args = parser.parse_args(argv)
     with stage_errors():
         config, resolved = load_params(args.params)
         x, y = datafiles.read_xy(args.train)
+        x_test, y_test = datafiles.read_xy(args.test)
         start = datafiles.read_json(args.start, numbers=("w0", "b0"))
         dtype = config.dtype.value
         data = problem.Problem(x.astype(dtype), y.astype(dtype), float(start["w0"]), float(start["b0"]))
         out = Path(args.out)
-        result = train(config, resolved, data, out, extra_tags=provenance(args.train), data_source=args.train)
+        held_out = x_test.astype(dtype), y_test.astype(dtype)
+        result = train(config, resolved, data, out, provenance(args.train), data_source=args.train, held_out=held_out)
         datafiles.write_json(out / "fit.json", {"w": result.w, "b": result.b, "final_loss": result.loss})
         with tracking.store_errors(tracking.tracking_uri()):
             tracking.current_client().set_tag(result.run_id, MODEL_TAG, datafiles.md5(out / "fit.json"))
-            version = tracking.register_model(result.run_id, config.experiment_name)
         log_summary(result, config.experiment_name)
-        logging.getLogger(__name__).info("registered as models:/%s@best (version %s)", config.experiment_name, version)
+        with tracking.store_errors(tracking.tracking_uri()):
+            tracking.register_model(result.run_id, config.experiment_name)
 
 
 if __name__ == "__main__":

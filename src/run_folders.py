@@ -1,0 +1,58 @@
+"""A folder of its own for every run and every sweep, however many start in the same second.
+
+Hydra names a run's folder by the clock (`outputs/<date>/<HH-MM-SS>`, conf/config.yaml), so
+runs started in the same second would share one and overwrite each other's files. This
+callback, listed first under `hydra.callbacks`, claims the folder before Hydra uses it:
+`mkdir` is atomic, on one machine and on a shared file system alike, so exactly one process
+gets `10-00-00`; the others get `10-00-00-2`, `10-00-00-3`, ... A sweep's jobs are numbered
+folders inside their sweep's own folder. A folder given on the command line
+(`hydra.run.dir=...`) is the user's choice and is used as it is.
+"""
+
+from __future__ import annotations
+
+import itertools
+from pathlib import Path
+
+from hydra.experimental.callback import Callback
+from omegaconf import DictConfig, open_dict, read_write
+
+
+def claim(folder: Path) -> Path:
+    """Create `folder`, or the first of `folder-2`, `folder-3`, ... that does not exist yet; return it."""
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    for n in itertools.count(1):
+        candidate = folder if n == 1 else folder.with_name(f"{folder.name}-{n}")
+        try:
+            candidate.mkdir()
+            return candidate
+        except FileExistsError:
+            continue
+    raise AssertionError("unreachable")
+
+
+def _given_on_command_line(config: DictConfig, key: str) -> bool:
+    return any(o.lstrip("+~").split("=", 1)[0] == key for o in config.hydra.overrides.hydra)
+
+
+def _quoted(path: Path) -> str:
+    """`path` as a quoted value of Hydra's override grammar."""
+    escaped = str(path).replace("\\", "\\\\").replace("'", "\\'")
+    return f"'{escaped}'"
+
+
+class ClaimRunFolder(Callback):
+    def on_run_start(self, config: DictConfig, **kwargs) -> None:
+        if not _given_on_command_line(config, "hydra.run.dir"):
+            with read_write(config.hydra.run), open_dict(config.hydra.run):
+                config.hydra.run.dir = str(claim(Path(config.hydra.run.dir)))
+
+    def on_multirun_start(self, config: DictConfig, **kwargs) -> None:
+        if _given_on_command_line(config, "hydra.sweep.dir"):
+            return
+        folder = claim(Path(config.hydra.sweep.dir))
+        with read_write(config.hydra), open_dict(config.hydra):
+            config.hydra.sweep.dir = str(folder)
+            # Each job's config is composed afresh from these overrides (Hydra's load_sweep_config),
+            # so the claimed folder reaches the jobs only as one of them.
+            config.hydra.overrides.hydra.append(f"hydra.sweep.dir={_quoted(folder)}")
