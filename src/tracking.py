@@ -652,14 +652,14 @@ def _blas() -> str:
     return "; ".join(f"{i['internal_api']} {i['version']} {i.get('architecture', '')}".strip() for i in found) or "none"
 
 
-def log_files(client: MlflowClient, run_id: str, files: Mapping[str, bytes], artifact_path: str | None = None) -> None:
+def log_files(client: MlflowClient, run_id: str, files: Mapping[str, bytes]) -> None:
     """`files` ({name: bytes}) as artifacts of run `run_id`, copied from a temporary folder of this
     process's own: never from a folder that another run could be writing into."""
     with tempfile.TemporaryDirectory(prefix="run-files-") as private:
         for name, content in files.items():
             path = Path(private) / name
             path.write_bytes(content)  # with the mode the umask gives, which the artifact copy keeps
-            client.log_artifact(run_id, str(path), artifact_path)
+            client.log_artifact(run_id, str(path))
 
 
 def log_params_and_history(

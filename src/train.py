@@ -213,23 +213,24 @@ def main(cfg: DictConfig) -> float:
     """Train once; return the objective (the final training loss, or the held-out MSE) for sweepers."""
     hydra_config = HydraConfig.get()
     output_dir = Path(hydra_config.runtime.output_dir)
+    in_sweep = hydra_config.mode == RunMode.MULTIRUN
+    name = _sweep_job_name(hydra_config.job.num, hydra_config.overrides.task) if in_sweep else None
     with clean_exit():
         errors.stop_if_interrupted()  # a sweep's next job does not start after a lost Ctrl-C
-        if hydra_config.mode != RunMode.MULTIRUN:
-            return _train_once(cfg, output_dir)
-        name = _sweep_job_name(hydra_config.job.num, hydra_config.overrides.task)
         try:
-            return _train_once(cfg, output_dir, job=(hydra_config.job.num, name))
-        except TrainingDiverged as e:
-            log.error("%s", e)  # one diverging job must not end the sweep; it scores infinitely badly
-            return math.inf
-        except UserError as e:  # nor one that cannot run: it is reported, and the sweep ends FAILED
-            _discard_run_folder(output_dir)
-            log.error("%s: error: %s", name, e)
-            sweep.record_failed_job(name, hydra_config.job.num, str(e))
+            return _train_once(cfg, output_dir, job=(hydra_config.job.num, name) if in_sweep else None)
+        except UserError as e:
+            _discard_run_folder(output_dir)  # a run that never started leaves no folder behind
+            if not in_sweep:
+                raise
+            if isinstance(e, TrainingDiverged):
+                log.error("%s", e)  # one diverging job must not end the sweep; it scores infinitely badly
+            else:  # nor one that cannot run: it is reported, and the sweep ends FAILED
+                log.error("%s: error: %s", name, e)
+                sweep.record_failed_job(name, hydra_config.job.num, str(e))
             return math.inf
         except KeyboardInterrupt:
-            if not tracking.slurm_job():
+            if not (in_sweep and tracking.slurm_job()):
                 raise
             # `scancel` of one Slurm job: its run is KILLED; the sweep waits for the others and counts it.
             log.error("Slurm job %s cancelled (SIGTERM); its MLflow run is KILLED", tracking.slurm_job())
@@ -238,11 +239,7 @@ def main(cfg: DictConfig) -> float:
 
 def _train_once(cfg: DictConfig, output_dir: Path, job: tuple[int, str] | None = None) -> float:
     """Check `cfg`, draw its data and train; `job` is (number, run name) inside a sweep."""
-    try:
-        config = load_config(cfg)
-    except ConfigError:
-        _discard_run_folder(output_dir)
-        raise
+    config = load_config(cfg)
     _check_memory(config.data.n)
     resolved = OmegaConf.to_container(cfg, resolve=True)
     data = make_problem(config)
@@ -260,16 +257,16 @@ def _train_once(cfg: DictConfig, output_dir: Path, job: tuple[int, str] | None =
 
 
 def _discard_run_folder(folder: Path) -> None:
-    """Remove the output folder Hydra made for a run that never started (its config was refused),
+    """Remove the output folder Hydra made for a run that never started (its config was refused, say),
     if it holds nothing but Hydra's own .hydra/ and an empty log; then its parents, while empty."""
+    files = [f for f in folder.rglob("*") if f.is_file()]
+    if any(f.parent.name != ".hydra" and f.stat().st_size > 0 for f in files):
+        return
     root = logging.getLogger()
     for handler in list(root.handlers):  # detached, not just closed: a closed FileHandler reopens to write
         if isinstance(handler, logging.FileHandler) and Path(handler.baseFilename).parent == folder:
             root.removeHandler(handler)
             handler.close()
-    files = [f for f in folder.rglob("*") if f.is_file()]
-    if any(f.parent.name != ".hydra" and f.stat().st_size > 0 for f in files):
-        return
     shutil.rmtree(folder, ignore_errors=True)
     for parent in folder.parents:
         if parent == Path.cwd() or not parent.is_relative_to(Path.cwd()):

@@ -64,3 +64,16 @@ def test_a_version_takes_best_only_by_beating_its_holder_on_the_same_held_out_da
     assert float(versions[third.version].tags["test_mse"]) == better
     run_tags = client.get_run(better_run).data.tags
     assert versions[third.version].tags[tracking.HELD_OUT_TAG] == run_tags[tracking.HELD_OUT_TAG]
+
+
+def test_a_holder_with_no_record_of_its_held_out_data_gives_way():
+    """A version registered before versions recorded their held-out data cannot be compared: it gives @best up."""
+    from mlflow.entities.model_registry import ModelVersion, ModelVersionTag
+
+    old = ModelVersion(NAME, "3", creation_timestamp=0)  # no tags, as older versions have
+    best, why = tracking._takes_best(0.5, "d" * 64, old)
+    assert best and why == "it takes @best (held-out MSE 0.5) from version 3, which has no record of its held-out data"
+    tags = [ModelVersionTag(tracking.HELD_OUT_TAG, "d" * 64), ModelVersionTag("test_mse", "0.4")]
+    recorded = ModelVersion(NAME, "4", creation_timestamp=0, tags=tags)
+    assert tracking._takes_best(0.5, "d" * 64, recorded)[0] is False
+    assert tracking._takes_best(0.3, "d" * 64, recorded)[0] is True

@@ -46,10 +46,9 @@ def main(argv: list[str] | None = None) -> None:
         held_out = x_test.astype(dtype), y_test.astype(dtype)
         result = train(config, resolved, data, out, provenance(args.train), data_source=args.train, held_out=held_out)
         datafiles.write_json(out / "fit.json", {"w": result.w, "b": result.b, "final_loss": result.loss})
-        with tracking.store_errors(tracking.tracking_uri()):
-            tracking.current_client().set_tag(result.run_id, MODEL_TAG, datafiles.md5(out / "fit.json"))
         log_summary(result, config.experiment_name)
         with tracking.store_errors(tracking.tracking_uri()):
+            tracking.current_client().set_tag(result.run_id, MODEL_TAG, datafiles.md5(out / "fit.json"))
             tracking.register_model(result.run_id, config.experiment_name)
 
 
