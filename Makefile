@@ -36,11 +36,15 @@ PORT ?= 5000
 ui: setup           ## mlflow ui on the store runs go to: one worker, no job consumers; prints the runs table's link
 	$(BIN)/python -m src.ui --port $(PORT)
 
-test: setup         ## every test, slow ones included (what CI runs; the cluster tests need cluster/up.sh first)
-	$(BIN)/python -m pytest -m "slow or not slow"
+# Tests run on every core (pytest-xdist), each with its own folders, store and ports; the few
+# that assert how long something took (marked serial) run after them, with nothing else running.
+PARALLEL := -n auto --dist loadgroup
+test: setup         ## every test (what CI runs; the cluster tests skip, in one line, until cluster/up.sh has run)
+	$(BIN)/python -m pytest $(PARALLEL) -m "not serial" --durations=15
+	$(BIN)/python -m pytest -m serial --durations=15
 
 test-fast: setup    ## the quick tests only
-	$(BIN)/python -m pytest
+	$(BIN)/python -m pytest $(PARALLEL)
 
 verify: setup       ## reproduce the committed pipeline from nothing in a temporary clone; compare with dvc.lock
 	$(BIN)/python -m src.verify

@@ -207,8 +207,9 @@ def _plain_env(folder: Path) -> dict:
     return {**os.environ, "MLFLOW_TRACKING_URI": f"sqlite:///{folder / 'mlflow.db'}"}
 
 
-def end_to_end(repeats: int) -> dict[str, list[float]]:
-    """Wall times of a default training run and of the two floors, interleaved, on warm stores."""
+def end_to_end(repeats: int, warm: bool = True) -> dict[str, list[float]]:
+    """Wall times of a default training run and of the two floors, interleaved, on warm stores
+    (`warm=False`, for --tiny: the first repeat creates them)."""
     python = sys.executable
     with tempfile.TemporaryDirectory() as folder:
         folder = Path(folder)
@@ -219,8 +220,9 @@ def end_to_end(repeats: int) -> dict[str, list[float]]:
             "floor, lean start": [python, "-m", "experiments.floor", "--lean-start"],
         }
         runs = {name: lambda c=command: _run(c, folder, env) for name, command in commands.items()}
-        for run in runs.values():  # create the store and the experiments first
-            run()
+        if warm:  # create the store and the experiments first
+            for run in runs.values():
+                run()
         return interleaved(runs, repeats)
 
 
@@ -244,9 +246,10 @@ def generate_stage(repeats: int) -> list[float]:
         return interleaved({"generate": lambda: _run(command, ROOT, dict(os.environ))}, repeats)["generate"]
 
 
-def dvc_overhead(repeats: int) -> dict[str, list[float]]:
+def dvc_overhead(repeats: int, warm: bool = True) -> dict[str, list[float]]:
     """Wall times of `dvc repro -f` and of the sum of its stages' commands run by hand, in a copy of
-    the project (a fresh git repository, its own store and DVC cache), interleaved."""
+    the project (a fresh git repository, its own store and DVC cache), interleaved; after one
+    `dvc repro` has made the outputs, the store and the cache (`warm=False`, for --tiny: not)."""
     listed = subprocess.run(["git", "ls-files"], cwd=ROOT, capture_output=True, text=True, check=True).stdout.split()
     bin_dir = Path(sys.executable).parent
     with tempfile.TemporaryDirectory() as folder:
@@ -257,8 +260,10 @@ def dvc_overhead(repeats: int) -> dict[str, list[float]]:
                 shutil.copy2(ROOT / name, repo / name)
         env = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}
         env["PATH"] = f"{bin_dir}{os.pathsep}{env['PATH']}"
-        for command in (["git", "init", "-q"], ["git", "add", "-A"], ["git", "commit", "-qm", "project"],
-                        [str(bin_dir / "dvc"), "repro", "-q"]):  # fmt: skip
+        setup = [["git", "init", "-q"], ["git", "add", "-A"], ["git", "commit", "-qm", "project"]]
+        if warm:
+            setup.append([str(bin_dir / "dvc"), "repro", "-q"])
+        for command in setup:
             _run(command, repo, env)
         stages = yaml.safe_load((repo / "dvc.yaml").read_text())["stages"]
 
@@ -320,10 +325,10 @@ def measure(tiny: bool) -> dict:
     large_n = 1000 if tiny else 10**7
     results: dict = {"machine": machine(), "sizes": sizes, "busy_sizes": busy_sizes, "large_n": large_n, "load": {}}
     sections = {
-        "end to end": lambda: end_to_end(repeats),
+        "end to end": lambda: end_to_end(repeats, warm=not tiny),
         "sweep": lambda: sweep_marginal(jobs=2 if tiny else 8, repeats=1 if tiny else 3),
         "generate": lambda: generate_stage(repeats),
-        "dvc": lambda: dvc_overhead(1 if tiny else 2),
+        "dvc": lambda: dvc_overhead(1 if tiny else 2, warm=not tiny),
         "per step": lambda: {(n, d): per_step(n, d, steps_for(n), repeats) for n in sizes for d in DTYPES},
         "busy core": lambda: with_busy_core(lambda: numpy_vs_book(busy_sizes, repeats)),
         "bandwidth": bandwidth,

@@ -43,9 +43,44 @@ def _no_tracking_uri_leaks(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
     mlflow.set_tracking_uri(None)  # back to MLflow's default; monkeypatch then restores the variable
 
 
+@pytest.fixture(scope="session")
+def migrated_store(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """An empty MLflow store of this MLflow's schema, made once per session by MLflow's own migrations
+    (seconds: about 70 tables), as a user's first run makes it. Tests get copies (milliseconds)."""
+    from mlflow.store.tracking.sqlalchemy_store import SqlAlchemyStore
+
+    db = tmp_path_factory.mktemp("migrated-store") / "mlflow.db"
+    SqlAlchemyStore(f"sqlite:///{db}", (db.parent / "mlruns").as_uri()).engine.dispose()
+    return db
+
+
+def copy_store(template: Path, db: Path) -> None:
+    """`template` copied to `db`, which is then what MLflow would have made at `db` from nothing: only
+    the Default experiment's artifact folder names where a store was made."""
+    import sqlite3
+    from contextlib import closing
+
+    shutil.copyfile(template, db)
+    with closing(sqlite3.connect(db)) as con, con:
+        default = (db.parent / "mlruns" / "0").as_uri()
+        con.execute("UPDATE experiments SET artifact_location = ? WHERE experiment_id = 0", (default,))
+
+
 @pytest.fixture
-def tracking_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> dict[str, str]:
-    """An environment whose MLflow store is a fresh SQLite file under tmp_path."""
+def tracking_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, migrated_store: Path) -> dict[str, str]:
+    """An environment whose MLflow store is a new, empty SQLite store at tmp_path/mlflow.db (a copy of
+    the session's migrated one). Tests of what creates a store use `new_store_env`."""
+    copy_store(migrated_store, tmp_path / "mlflow.db")
+    return _store_env(tmp_path, monkeypatch)
+
+
+@pytest.fixture
+def new_store_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> dict[str, str]:
+    """An environment whose MLflow store, tmp_path/mlflow.db, does not exist yet: the first run creates it."""
+    return _store_env(tmp_path, monkeypatch)
+
+
+def _store_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> dict[str, str]:
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
     return {**os.environ, "MLFLOW_TRACKING_URI": uri}
@@ -63,10 +98,30 @@ def run_cli(*args: str, cwd: Path, env: dict[str, str], timeout: float = 120) ->
     )
 
 
+# Each pytest-xdist worker takes ports from a range of its own, below the kernel's ephemeral ones
+# (32768 and up), so that two tests running at once never pick the same port.
+_WORKER = int(os.environ.get("PYTEST_XDIST_WORKER", "gw0").removeprefix("gw"))
+_PORTS = iter(range(20000 + 500 * _WORKER, 20500 + 500 * _WORKER))
+
+
+def train_here(*overrides: str, output_dir: Path) -> float:
+    """What `python -m src.train OVERRIDES` does once Hydra has composed its config, run in this
+    process (for tests of what a run records, where the process itself is not what is tested)."""
+    from src.train import _train_once
+
+    return _train_once(compose_config(*overrides), output_dir)
+
+
 def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+    """A port on 127.0.0.1 that nothing listens on now, and that no other test of this session is given."""
+    for port in _PORTS:
+        with socket.socket() as s:
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return port
+    raise RuntimeError(f"pytest worker {_WORKER} has used all of its 500 ports")
 
 
 @contextmanager

@@ -7,7 +7,7 @@ import sys
 import pytest
 from mlflow.tracking import MlflowClient
 
-from tests.conftest import ROOT, run_cli
+from tests.conftest import ROOT, train_here
 
 pytestmark = pytest.mark.slow
 
@@ -38,15 +38,15 @@ def test_bench_tiny_writes_every_table(tmp_path):
     assert (tmp_path / "per_step.png").stat().st_size > 10_000
 
 
-def test_the_floor_does_the_same_job_as_a_training_run_with_no_environment(tmp_path):
+def test_the_floor_does_the_same_job_as_a_training_run_with_no_environment(tmp_path, monkeypatch):
     """The floor logs what `python -m src.train` logs, and needs no MLFLOW_TRACKING_URI to do it."""
     env = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}
     done = subprocess.run([sys.executable, "-m", "experiments.floor"], cwd=tmp_path, env=env, capture_output=True,
                           text=True, timeout=300)  # fmt: skip
     assert done.returncode == 0, done.stderr[-3000:]
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
-    trained = run_cli("hydra.run.dir=out", cwd=tmp_path, env={**env, "MLFLOW_TRACKING_URI": uri})
-    assert trained.returncode == 0, trained.stderr[-3000:]
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
+    train_here(output_dir=tmp_path / "out")
     client = MlflowClient(uri)
     [floor] = client.search_runs([client.get_experiment_by_name("floor").experiment_id])
     [train] = client.search_runs([client.get_experiment_by_name("autograd-fit").experiment_id])

@@ -17,13 +17,25 @@ import time
 import uuid
 from pathlib import Path
 
+import psutil
 import pytest
 
 from src.backends import kept_steps
 from tests.conftest import ROOT, free_port, run_cli
 
 CLUSTER_DIR = Path(os.environ.get("CLUSTER_DIR", "/tmp/autograd-cluster"))
-pytestmark = pytest.mark.slow
+# One cluster, one worker: the tests share its server (one of them restarts it) and its two CPUs.
+pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("cluster")]
+
+
+def _slurmctld_alive() -> bool:
+    """Whether the slurmctld that cluster/up.sh started runs (asked without Slurm: sinfo waits 9 s to fail)."""
+    pid_file = CLUSTER_DIR / "slurmctld.pid"
+    return pid_file.exists() and psutil.pid_exists(int(pid_file.read_text().split()[0]))
+
+
+if not ((CLUSTER_DIR / "env.sh").exists() and _slurmctld_alive()):
+    pytest.skip("no local cluster running: run cluster/up.sh (as root) first", allow_module_level=True)
 
 
 def _cluster_env() -> dict[str, str]:
@@ -34,12 +46,9 @@ def _cluster_env() -> dict[str, str]:
 
 @pytest.fixture(scope="module")
 def cluster() -> dict[str, str]:
-    if not (CLUSTER_DIR / "env.sh").exists():
-        pytest.skip("no local cluster: run cluster/up.sh (as root) first")
     env = {**os.environ, **_cluster_env()}
     up = subprocess.run(["sinfo", "-h", "-o", "%t"], env=env, capture_output=True, text=True, check=False)
-    if up.returncode != 0:
-        pytest.skip(f"the local cluster is not running (sinfo: {up.stderr.strip()}): run cluster/up.sh")
+    assert up.returncode == 0, f"cluster/up.sh's Slurm does not answer (sinfo: {up.stderr.strip()})"
     return env
 
 
@@ -165,6 +174,7 @@ def test_32_jobs_land_on_the_postgres_server(experiment, tmp_path):
     assert _postgres_count(name) == 33
 
 
+@pytest.mark.serial  # timed
 @pytest.mark.parametrize("database", ["a port where nothing listens", "a database that does not exist"])
 def test_a_postgres_store_that_cannot_be_opened_is_one_line_within_seconds(database, cluster, tmp_path):
     port = re.search(r":(\d+)/", _cluster_env()["CLUSTER_STORE_URI"]).group(1)

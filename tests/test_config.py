@@ -116,8 +116,8 @@ def test_cuda_without_a_gpu_says_why():
         ("data.n=100000000000", "error: config key 'data.n': 100000000000 points need about"),
     ],
 )
-def test_cli_refuses_bad_config_before_any_work(override, says, tmp_path: Path, tracking_env):
-    done = run_cli(override, cwd=tmp_path, env={**tracking_env, "SECRET_X": "hunter2"})
+def test_cli_refuses_bad_config_before_any_work(override, says, tmp_path: Path, new_store_env):
+    done = run_cli(override, cwd=tmp_path, env={**new_store_env, "SECRET_X": "hunter2"})
     assert done.returncode == 1
     assert says in done.stderr
     assert "hunter2" not in done.stderr + done.stdout
@@ -128,8 +128,8 @@ def test_cli_refuses_bad_config_before_any_work(override, says, tmp_path: Path, 
 
 @pytest.mark.slow
 @pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has a GPU")
-def test_cli_cuda_without_a_gpu_is_a_config_error(tmp_path: Path, tracking_env):
-    done = run_cli("backend=torch", "device=cuda", cwd=tmp_path, env=tracking_env)
+def test_cli_cuda_without_a_gpu_is_a_config_error(tmp_path: Path, new_store_env):
+    done = run_cli("backend=torch", "device=cuda", cwd=tmp_path, env=new_store_env)
     assert done.returncode == 1 and "Traceback" not in done.stderr
     assert "error: config key 'device': device=cuda was asked for, but" in done.stderr
     assert "not compiled with CUDA" not in done.stderr

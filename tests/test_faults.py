@@ -2,6 +2,7 @@
 and many runs at once. Each ends loudly and cleanly: one line, nothing lost, nothing RUNNING."""
 
 import os
+import re
 import signal
 import sqlite3
 import subprocess
@@ -18,7 +19,7 @@ import pytest
 from mlflow.tracking import MlflowClient
 
 from src import tracking
-from tests.conftest import BIN, ROOT, run_cli, run_statuses
+from tests.conftest import BIN, ROOT, run_cli, run_statuses, train_here
 
 pytestmark = pytest.mark.slow
 LONG_RUN = ["data.n=200000", "steps=1000000", "lr=1e-6"]  # minutes of stable training (the bound is ≈ 9e-6)
@@ -83,9 +84,10 @@ def test_a_corrupt_database_is_named_and_kept(tmp_path):
     assert db.read_bytes() == garbage, "the broken store was modified"
 
 
+@pytest.mark.serial  # timed
 def test_a_locked_database_is_named_and_nothing_is_left_running(tmp_path, tracking_env):
     uri = tracking_env["MLFLOW_TRACKING_URI"]
-    assert run_cli("steps=5", cwd=tmp_path, env=tracking_env).returncode == 0
+    train_here("steps=5", output_dir=tmp_path / "first")
     holder = sqlite3.connect(tmp_path / "mlflow.db", isolation_level=None)
     holder.execute("BEGIN EXCLUSIVE")
     try:
@@ -103,12 +105,12 @@ def test_a_locked_database_is_named_and_nothing_is_left_running(tmp_path, tracki
     assert [r.info.status for r in runs] == ["FINISHED"], "a run was recorded while the store was locked"
 
 
-def test_sixteen_concurrent_runs_on_a_fresh_database_all_land(tmp_path, tracking_env):
+def test_sixteen_concurrent_runs_on_a_fresh_database_all_land(tmp_path, new_store_env):
     jobs = 16
     with ThreadPoolExecutor(jobs) as pool:
-        done = list(pool.map(lambda s: run_cli(f"seed={s}", cwd=tmp_path, env=tracking_env, timeout=600), range(jobs)))
+        done = list(pool.map(lambda s: run_cli(f"seed={s}", cwd=tmp_path, env=new_store_env, timeout=600), range(jobs)))
     assert [d.returncode for d in done] == [0] * jobs, [d.stderr[-1500:] for d in done if d.returncode]
-    client, runs = _runs(tracking_env["MLFLOW_TRACKING_URI"])
+    client, runs = _runs(new_store_env["MLFLOW_TRACKING_URI"])
     assert sorted(int(r.data.params["seed"]) for r in runs) == list(range(jobs))
     for run in runs:
         assert run.info.status == "FINISHED"
@@ -116,38 +118,62 @@ def test_sixteen_concurrent_runs_on_a_fresh_database_all_land(tmp_path, tracking
         assert {a.path for a in client.list_artifacts(run.info.run_id)} >= {"loss.png", "fit.png"}
 
 
-CREATE_STORE = """
-import sys
+# Imports once, then for each line "URI DELAY SIGNAL" it reads creates that store in a forked child,
+# sends the child SIGNAL after DELAY seconds (none if DELAY < 0), and prints how the child ended.
+# Each interruption below so costs one creation, not MLflow's import as well.
+CREATE_STORES = """
+import os, signal, sys, time, traceback
 from src import tracking
+from mlflow.store.tracking.sqlalchemy_store import SqlAlchemyStore  # what creating a store imports
 print("ready", flush=True)
-tracking.open_experiment(sys.argv[1], "autograd-fit")
+for line in sys.stdin:
+    uri, delay, signum = line.split()
+    pid = os.fork()
+    if pid == 0:
+        status = 1
+        try:
+            tracking.open_experiment(uri, "autograd-fit")
+            status = 0
+        except BaseException:  # SIGINT's KeyboardInterrupt, which unwound the creation
+            traceback.print_exc()
+        finally:
+            os._exit(status)
+    if float(delay) >= 0:
+        time.sleep(float(delay))
+        os.kill(pid, int(signum))  # not reaped yet: at worst it has just ended
+    print(os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1]), flush=True)
 """
 
 
 def test_store_creation_interrupted_at_twenty_points_never_leaves_a_broken_store(tmp_path):
-    def start(uri):
-        process = subprocess.Popen(
-            [sys.executable, "-c", CREATE_STORE, uri], cwd=ROOT, stdout=subprocess.PIPE, text=True
-        )
-        assert process.stdout.readline().strip() == "ready"
-        return process
+    creator = subprocess.Popen([sys.executable, "-c", CREATE_STORES], cwd=ROOT, stdin=subprocess.PIPE,
+                               stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)  # fmt: skip
 
-    began = time.monotonic()
-    assert start(f"sqlite:///{tmp_path / 'whole' / 'mlflow.db'}").wait(timeout=120) == 0
-    creation = time.monotonic() - began  # an upper bound: it includes the imports before "ready"
+    def create(db: Path, delay: float = -1, signum: int = 0) -> int:
+        creator.stdin.write(f"sqlite:///{db} {delay} {signum}\n")
+        creator.stdin.flush()
+        return int(creator.stdout.readline())
 
-    for point, delay in enumerate(np.linspace(0.0, creation, 20)):
-        db = tmp_path / f"point{point}" / "mlflow.db"
-        process = start(f"sqlite:///{db}")
-        time.sleep(delay)
-        process.send_signal(signal.SIGKILL if point % 2 else signal.SIGINT)  # no unwinding / unwinding
-        process.wait(timeout=60)
-        assert not db.exists() or tracking._schema_and_runs(db)[0] is not None, f"half-made store at {delay:.2f} s"
-        # the next run opens (or creates) it, and can record into it
-        client, experiment_id = tracking.open_experiment(f"sqlite:///{db}", "autograd-fit")
-        run = client.create_run(experiment_id)
-        client.set_terminated(run.info.run_id)
-        assert not list(db.parent.glob(".mlflow.db.building*")), "a temporary store was left behind"
+    try:
+        assert creator.stdout.readline().strip() == "ready"
+        began = time.monotonic()
+        assert create(tmp_path / "whole" / "mlflow.db") == 0
+        creation = time.monotonic() - began
+
+        for point, delay in enumerate(np.linspace(0.0, creation, 20)):
+            db = tmp_path / f"point{point}" / "mlflow.db"
+            create(db, delay, signal.SIGKILL if point % 2 else signal.SIGINT)  # no unwinding / unwinding
+            if db.exists():  # a kill inside a write leaves a hot journal, which opening a store rolls back first
+                tracking._check_writable(db)
+            assert not db.exists() or tracking._schema_and_runs(db)[0] is not None, f"half-made store at {delay:.2f} s"
+            # the next run opens (or creates) it, and can record into it
+            client, experiment_id = tracking.open_experiment(f"sqlite:///{db}", "autograd-fit")
+            run = client.create_run(experiment_id)
+            client.set_terminated(run.info.run_id)
+            assert not list(db.parent.glob(".mlflow.db.building*")), "a temporary store was left behind"
+    finally:
+        creator.stdin.close()
+        assert creator.wait(timeout=60) == 0
 
 
 def test_a_half_created_store_without_runs_is_rebuilt_and_one_with_runs_is_named(tmp_path):
@@ -261,20 +287,28 @@ def test_a_stage_ends_when_dvc_is_killed(signum, repo):
     assert not (repo / "models" / "fit.json").exists()
 
 
+def _catches(pid: int, signum: int) -> bool:
+    """Whether process `pid` has a handler of its own for `signum` (the SigCgt mask of /proc/PID/status)."""
+    caught = re.search(r"^SigCgt:\s*([0-9a-f]+)$", Path(f"/proc/{pid}/status").read_text(), re.MULTILINE)
+    return bool(int(caught.group(1), 16) >> (signum - 1) & 1)
+
+
 @pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])
-def test_a_signal_during_start_up_is_one_line(signum, tmp_path, tracking_env):
-    process = subprocess.Popen([sys.executable, "-m", "src.train"], cwd=tmp_path, env=tracking_env,
+def test_a_signal_during_start_up_is_one_line(signum, tmp_path, new_store_env):
+    process = subprocess.Popen([sys.executable, "-m", "src.train"], cwd=tmp_path, env=new_store_env,
                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)  # fmt: skip
-    time.sleep(0.4)  # importing numpy, Hydra, MLflow: about a second
-    process.send_signal(signum)
+    while not _catches(process.pid, signal.SIGTERM):  # src/__init__.py's handlers are in place (SIGTERM's last) ...
+        assert process.poll() is None, process.communicate()
+        time.sleep(0.005)
+    process.send_signal(signum)  # ... and the second of importing numpy, Hydra and MLflow has begun
     stdout, stderr = process.communicate(timeout=60)
     assert process.returncode == 130
     assert stderr.strip() == f"interrupted ({signal.Signals(signum).name}) while starting; nothing was run"
     assert not (tmp_path / "mlflow.db").exists()
 
 
-def test_warnings_and_errors_go_to_stderr_and_results_to_stdout(tmp_path, tracking_env):
-    done = run_cli("lr=0.02", "steps=1", cwd=tmp_path, env=tracking_env)  # above the bound: one step cannot rise
+def test_warnings_and_errors_go_to_stderr_and_results_to_stdout(tmp_path, new_store_env):
+    done = run_cli("lr=0.02", "steps=1", cwd=tmp_path, env=new_store_env)  # above the bound: one step cannot rise
     assert done.returncode == 0, done.stderr
     assert "at or above the stability bound" in done.stderr and "stability bound" not in done.stdout
     assert "final loss" in done.stdout and "final loss" not in done.stderr
@@ -305,6 +339,7 @@ def test_a_read_only_store_is_named_in_one_line(tmp_path):
     ]
 
 
+@pytest.mark.serial  # timed
 def test_a_directory_in_place_of_the_store_is_named_at_once(tmp_path):
     (tmp_path / "mlflow.db").mkdir()
     began = time.monotonic()
@@ -316,9 +351,9 @@ def test_a_directory_in_place_of_the_store_is_named_at_once(tmp_path):
 
 
 def test_a_lock_held_while_a_run_logs_fails_it_cleanly_once_released(tmp_path, tracking_env):
-    assert run_cli("steps=5", cwd=tmp_path, env=tracking_env).returncode == 0
+    train_here("steps=5", output_dir=tmp_path / "first")
     process = subprocess.Popen(
-        [sys.executable, "-m", "src.train", "steps=400000", f"hydra.run.dir={tmp_path / 'out'}"],
+        [sys.executable, "-m", "src.train", "steps=200000", f"hydra.run.dir={tmp_path / 'out'}"],
         cwd=tmp_path, env=tracking_env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
     )  # fmt: skip
     deadline = time.monotonic() + 120
@@ -326,8 +361,8 @@ def test_a_lock_held_while_a_run_logs_fails_it_cleanly_once_released(tmp_path, t
         assert process.poll() is None and time.monotonic() < deadline, "the run never started"
         time.sleep(0.1)
     holder = sqlite3.connect(tmp_path / "mlflow.db", isolation_level=None)
-    holder.execute("BEGIN EXCLUSIVE")  # held across the end of training and the logging
-    time.sleep(45)
+    holder.execute("BEGIN EXCLUSIVE")  # held across the end of training and the logging:
+    time.sleep(30)  # the rest of training (about 2 s), then past MLflow's 20 s wait for a locked store
     holder.execute("ROLLBACK")
     holder.close()
     _, stderr = process.communicate(timeout=180)

@@ -15,7 +15,7 @@ from hydra import compose, initialize_config_dir
 from mlflow.tracking import MlflowClient
 
 from src.sweep import job_key, one_row_per_job, summarize
-from tests.conftest import CONF, free_port, mlflow_service, rest, run_cli, run_statuses
+from tests.conftest import CONF, free_port, mlflow_service, rest, run_cli, run_statuses, train_here
 
 pytestmark = pytest.mark.slow
 
@@ -112,12 +112,12 @@ def test_a_sweep_whose_jobs_cannot_run_says_so_in_a_line_each_and_fails(tmp_path
 
 
 @pytest.mark.parametrize("launcher", ["joblib", "submitit_local"])
-def test_parallel_launchers_land_every_run_on_a_fresh_database(launcher, tmp_path, tracking_env):
+def test_parallel_launchers_land_every_run_on_a_fresh_database(launcher, tmp_path, new_store_env):
     jobs = "seed=0,1,2,3" if launcher == "joblib" else "seed=0,1"
     extra = ["hydra.launcher.n_jobs=4"] if launcher == "joblib" else []
-    done = run_cli("-m", f"hydra/launcher={launcher}", *extra, jobs, cwd=tmp_path, env=tracking_env, timeout=300)
+    done = run_cli("-m", f"hydra/launcher={launcher}", *extra, jobs, cwd=tmp_path, env=new_store_env, timeout=300)
     assert done.returncode == 0, done.stderr[-3000:]
-    client, parent, children = _sweep(tracking_env["MLFLOW_TRACKING_URI"])
+    client, parent, children = _sweep(new_store_env["MLFLOW_TRACKING_URI"])
     assert len(children) == len(jobs.split(","))
     assert parent.info.status == "FINISHED"
     for run in children:
@@ -233,14 +233,13 @@ def test_a_stopped_optuna_search_resumes_its_study_up_to_n_trials(tmp_path, trac
     assert sorted(t.value for t in complete) == sorted(objectives)
 
 
-def test_runs_log_over_http_to_a_real_tracking_server(tmp_path):
+def test_runs_log_over_http_to_a_real_tracking_server(tmp_path, monkeypatch):
     server = tmp_path / "server"
     server.mkdir()
     store = f"sqlite:///{server / 'server.db'}"
     with mlflow_service("server", "--backend-store-uri", store, "--workers", "1", cwd=server) as url:
-        env = {**os.environ, "MLFLOW_TRACKING_URI": url}
-        done = run_cli("steps=50", cwd=tmp_path, env=env)
-        assert done.returncode == 0, done.stderr[-3000:]
+        monkeypatch.setenv("MLFLOW_TRACKING_URI", url)
+        train_here("steps=50", output_dir=tmp_path / "out")
         experiment = rest(url, "/api/2.0/mlflow/experiments/get-by-name?experiment_name=autograd-fit")["experiment"]
         [run] = rest(url, "/api/2.0/mlflow/runs/search", {"experiment_ids": [experiment["experiment_id"]]})["runs"]
         assert run["info"]["status"] == "FINISHED"
@@ -251,6 +250,7 @@ def test_runs_log_over_http_to_a_real_tracking_server(tmp_path):
         assert {f["path"] for f in files} == {"loss.png", "fit.png", "config.yaml", "history.csv"}
 
 
+@pytest.mark.serial  # timed
 def test_an_unreachable_server_fails_fast_and_logs_nothing(tmp_path):
     port = free_port()  # nothing listens there
     env = {**os.environ, "MLFLOW_TRACKING_URI": f"http://127.0.0.1:{port}"}

@@ -11,12 +11,12 @@ import pytest
 
 from src.errors import UserError
 from src.ui import default_store
-from tests.conftest import ROOT, free_port, rest, run_cli
+from tests.conftest import ROOT, free_port, rest, train_here
 
 
 @pytest.mark.slow
 def test_make_ui_serves_the_runs_table_light_and_stops_on_ctrl_c(tmp_path, tracking_env):
-    assert run_cli("steps=5", cwd=tmp_path, env=tracking_env).returncode == 0
+    train_here("steps=5", output_dir=tmp_path / "out")
     port = free_port()
     store = tracking_env["MLFLOW_TRACKING_URI"]  # where the run went, and so what the UI serves without --store
     ui = subprocess.Popen([sys.executable, "-m", "src.ui", "--port", str(port)],
