@@ -36,10 +36,9 @@ PORT ?= 5000
 ui: setup           ## mlflow ui on the store runs go to: one worker, no job consumers; prints the runs table's link
 	$(BIN)/python -m src.ui --port $(PORT)
 
-# Tests run in parallel (pytest-xdist), each with its own folders, store and ports, on one worker
-# more than there are cores, since many of them wait (on servers, Slurm, locks); the few that
-# assert how long something took (marked serial) run after them, with nothing else running.
-PARALLEL := -n $(shell echo $$(( $$(nproc) + 1 ))) --dist loadgroup
+# Tests run on every core (pytest-xdist), each with its own folders, store and ports; the few
+# that assert how long something took (marked serial) run after them, with nothing else running.
+PARALLEL := -n auto --dist loadgroup
 test: setup         ## every test (what CI runs; the cluster tests skip, in one line, until cluster/up.sh has run)
 	$(BIN)/python -m pytest $(PARALLEL) -m "not serial" --durations=15
 	$(BIN)/python -m pytest -m serial --durations=15
