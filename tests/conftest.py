@@ -98,18 +98,18 @@ def run_cli(*args: str, cwd: Path, env: dict[str, str], timeout: float = 120) ->
     )
 
 
-# Each pytest-xdist worker takes ports from a range of its own, below the kernel's ephemeral ones
-# (32768 and up), so that two tests running at once never pick the same port.
-_WORKER = int(os.environ.get("PYTEST_XDIST_WORKER", "gw0").removeprefix("gw"))
-_PORTS = iter(range(20000 + 500 * _WORKER, 20500 + 500 * _WORKER))
-
-
 def train_here(*overrides: str, output_dir: Path) -> float:
     """What `python -m src.train OVERRIDES` does once Hydra has composed its config, run in this
     process (for tests of what a run records, where the process itself is not what is tested)."""
     from src.train import _train_once
 
     return _train_once(compose_config(*overrides), output_dir)
+
+
+# Each pytest-xdist worker takes ports from a range of its own, below the kernel's ephemeral ones
+# (32768 and up), so that two tests running at once never pick the same port.
+_WORKER = int(os.environ.get("PYTEST_XDIST_WORKER", "gw0").removeprefix("gw"))
+_PORTS = iter(range(20000 + 500 * _WORKER, 20500 + 500 * _WORKER))
 
 
 def free_port() -> int:
