@@ -45,25 +45,27 @@ def _no_tracking_uri_leaks(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
 
 @pytest.fixture(scope="session")
 def migrated_store(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """An empty MLflow store of this MLflow's schema, made once per session by MLflow's own migrations
-    (seconds: about 70 tables), as a user's first run makes it. Tests get copies (milliseconds)."""
-    from mlflow.store.tracking.sqlalchemy_store import SqlAlchemyStore
+    """An empty MLflow store of this MLflow's schema, made once per session as a user's first run makes
+    it (src.tracking, by MLflow's own migrations: seconds, about 70 tables). Tests get copies (milliseconds)."""
+    from src import tracking
 
     db = tmp_path_factory.mktemp("migrated-store") / "mlflow.db"
-    SqlAlchemyStore(f"sqlite:///{db}", (db.parent / "mlruns").as_uri()).engine.dispose()
+    tracking._prepare_store(db)
     return db
 
 
 def copy_store(template: Path, db: Path) -> None:
-    """`template` copied to `db`, which is then what MLflow would have made at `db` from nothing: only
-    the Default experiment's artifact folder names where a store was made."""
+    """`template` copied to `db`, which is then what a new store at `db` would be: the one place a store
+    names its folder, the Default experiment's artifact location, is moved to `db`'s folder."""
     import sqlite3
     from contextlib import closing
 
     shutil.copyfile(template, db)
     with closing(sqlite3.connect(db)) as con, con:
-        default = (db.parent / "mlruns" / "0").as_uri()
-        con.execute("UPDATE experiments SET artifact_location = ? WHERE experiment_id = 0", (default,))
+        con.execute(
+            "UPDATE experiments SET artifact_location = replace(artifact_location, ?, ?) WHERE experiment_id = 0",
+            (template.parent.as_uri(), db.parent.as_uri()),
+        )
 
 
 @pytest.fixture

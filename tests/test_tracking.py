@@ -29,6 +29,35 @@ def store(tmp_path):
     return client, experiment_id, tmp_path / "sub"
 
 
+def test_a_copy_of_the_store_template_is_what_a_new_store_there_would_be(tmp_path, migrated_store):
+    """tests/conftest.py's `tracking_env` gives tests copies of one migrated store instead of new ones."""
+    import sqlite3
+    from contextlib import closing
+
+    from tests.conftest import copy_store
+
+    new, copied = tmp_path / "new" / "mlflow.db", tmp_path / "copied" / "mlflow.db"
+    new.parent.mkdir()
+    copied.parent.mkdir()
+    tracking._prepare_store(new)
+    copy_store(migrated_store, copied)
+
+    def definition(sql: str | None) -> list[str]:  # MLflow's migrations write a table's constraints in any order
+        return sorted(line.strip().rstrip(",").strip() for line in (sql or "").splitlines())
+
+    def contents(db: Path) -> tuple:
+        with closing(sqlite3.connect(db)) as con:
+            rows = con.execute("SELECT type, name, sql FROM sqlite_master ORDER BY name")
+            schema = [(kind, name, definition(sql)) for kind, name, sql in rows]
+            version = con.execute("SELECT version_num FROM alembic_version").fetchall()
+            experiments = con.execute("SELECT experiment_id, name, artifact_location, lifecycle_stage FROM experiments")
+            folder = db.parent.as_uri()
+            return schema, version, [(*row[:2], row[2].replace(folder, "<folder>"), row[3]) for row in experiments]
+
+    assert contents(copied) == contents(new)
+    assert contents(new)[2] == [(0, "Default", "<folder>/mlruns/0", "active")]  # the only row that names a folder
+
+
 def test_open_experiment_creates_store_and_artifact_root_beside_it(store):
     client, experiment_id, folder = store
     assert (folder / "mlflow.db").exists()
