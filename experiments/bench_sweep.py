@@ -36,7 +36,7 @@ def run_sweep(jobs: int, launcher_args: list[str]) -> tuple[float, int]:
         experiment = client.get_experiment_by_name("autograd-fit")
         children = [r for r in client.search_runs([experiment.experiment_id]) if "mlflow.parentRunId" in r.data.tags]
         complete = sum(
-            r.info.status == "FINISHED" and len(client.get_metric_history(r.info.run_id, "loss")) == 800
+            r.info.status == "FINISHED" and len(client.get_metric_history(r.info.run_id, "train/loss")) == 800
             for r in children
         )
         return wall, complete

@@ -2,8 +2,9 @@
 
 It fits the default problem with the numpy backend and logs one MLflow run as the pipeline does:
 the default config (`params.yaml`) as params and as `config.yaml`, the four 800-step histories
-in one batch, the final metrics, `loss.png` and `fit.png`, `history.csv`, the training data as a
-dataset input, and the fit as a pyfunc model. No Hydra, no config checks, no output folder.
+in one batch with the final metrics (linked to the model and their data), `loss.png` and `fit.png`,
+`history.csv`, the training and test data as dataset inputs, and the fit as a pyfunc model. No
+Hydra, no config checks, no output folder.
 
     python -m experiments.floor                # as anyone would write it
     python -m experiments.floor --lean-start   # with the pipeline's start-up trick applied too
@@ -62,17 +63,32 @@ def main() -> None:
     with mlflow.start_run():
         run_id = mlflow.active_run().info.run_id
         now = mlflow.utils.time.get_current_time_millis()
+        x_test = np.linspace(-1, 1, n)
+        y_test = 3 * x_test**2 + 2 + 0.2 * np.random.default_rng([config["seed"], 1]).random(n)
+        train_set = mlflow.data.from_numpy(x, targets=y, name="train")
+        test_set = mlflow.data.from_numpy(x_test, targets=y_test, name="test")
+        mlflow.log_input(train_set, context="training")
+        mlflow.log_input(test_set, context="evaluation")
+        example = pd.DataFrame({"x": x[:5]})
+        model = mlflow.pyfunc.log_model(
+            name="model",
+            python_model=str(ROOT / "src" / "model.py"),
+            model_config={"w": w, "b": b},
+            signature=infer_signature(example, w * example["x"].to_numpy() ** 2 + b),
+            input_example=example,
+            pip_requirements=[f"mlflow=={mlflow.__version__}", f"numpy=={np.__version__}"],
+        )
+
         series = {"loss": history.loss, "log10_loss": np.log10(history.loss), "w": history.w, "b": history.b}
         metrics = [
-            Metric(key, float(v), now, int(step))
+            Metric(f"train/{key}", float(v), now, int(step))
             for key, values in series.items()
             for step, v in zip(history.step, values, strict=True)
         ]
-        x_test = np.linspace(-1, 1, n)
-        y_test = 3 * x_test**2 + 2 + 0.2 * np.random.default_rng([config["seed"], 1]).random(n)
         test_mse = float(np.mean((w * x_test**2 + b - y_test) ** 2))
-        final = {"final_loss": float(history.loss[-1]), "final_w": w, "final_b": b, "test_mse": test_mse}
-        metrics += [Metric(k, v, now, 0) for k, v in final.items()]
+        final = {"final_loss": float(history.loss[-1]), "final_w": w, "final_b": b}
+        for values, data in ((final, train_set), ({"test_mse": test_mse}, test_set)):
+            metrics += [Metric(k, v, now, 0, model.model_id, data.name, data.digest) for k, v in values.items()]
         mlflow.MlflowClient().log_batch(run_id, metrics=metrics, params=[])
         mlflow.log_params(flatten(config))
         mlflow.log_dict(config, "config.yaml")
@@ -88,17 +104,6 @@ def main() -> None:
         mlflow.log_figure(fig, "fit.png")
         table = pd.DataFrame({"step": history.step, "loss": history.loss, "w": history.w, "b": history.b})
         mlflow.log_text(table.to_csv(index=False), "history.csv")
-
-        mlflow.log_input(mlflow.data.from_numpy(x, targets=y, name="train"), context="training")
-        example = pd.DataFrame({"x": x[:5]})
-        mlflow.pyfunc.log_model(
-            name="model",
-            python_model=str(ROOT / "src" / "model.py"),
-            model_config={"w": w, "b": b},
-            signature=infer_signature(example, w * example["x"].to_numpy() ** 2 + b),
-            input_example=example,
-            pip_requirements=[f"mlflow=={mlflow.__version__}", f"numpy=={np.__version__}"],
-        )
     print(f"final loss {history.loss[-1]:.6g}, w={w:.6f}, b={b:.6f}")
 
 

@@ -87,7 +87,7 @@ def record(name: str, cfg, report: Mapping, findings: Findings, figures: Mapping
     tags = tracking.run_tags(backend=backend, device="cpu")
     with tracking.store_errors(uri), tracking.tracked_run(experiment_id, name, tags) as run_id:
         metrics = {k: v for k, v in report.items() if isinstance(v, Real) and not isinstance(v, bool)}
-        tracking.log_params_and_history(client, run_id, flatten(params), history={}, final=metrics)
+        tracking.log_params_and_history(client, run_id, flatten(params), history={}, final=tracking.scores(metrics))
         for filename in ("report.json", "report.md", *figures):
             client.log_artifact(run_id, str(output_dir / filename))
     log.info("%s: MLflow run %s in experiment '%s'", name, run_id, name)

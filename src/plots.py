@@ -46,6 +46,11 @@ def drawable(values: np.ndarray, log: bool = False) -> tuple[np.ndarray, int]:
     return np.where(ok, values, np.nan), int(np.count_nonzero(~ok))
 
 
+def log10_loss(loss: np.ndarray) -> np.ndarray:
+    """log10 of the loss, for linear-axis charts (MLflow's, DVC's); a loss of 0 shows as the dtype's smallest."""
+    return np.log10(np.maximum(loss, np.finfo(loss.dtype).tiny))
+
+
 def curve(w: float, b: float, grid: np.ndarray) -> tuple[np.ndarray, int]:
     """w·grid² + b on `grid`, for a line; points beyond ±AXIS_MAX (a diverged w or b) become gaps."""
     with np.errstate(over="ignore", invalid="ignore"):  # the overflow is the case handled here, by masking
@@ -99,25 +104,31 @@ def plot_evaluation(
     w_star: float,
     b_star: float,
 ) -> Figure:
-    """The fit against held-out data: both sets as points, the fitted and the optimal curve.
+    """The fit and the least-squares optimum, over the training and the held-out points.
 
-    The two curves nearly coincide when training converged, so the least-squares curve is a wide
-    grey dashed band and the fit a thin red line on top of it: both stay visible.
+    When training converged the two curves coincide to the eye, so the optimum is drawn as a thin
+    black dashed line on top of a wide red fit, and a panel below plots their difference: both
+    curves stay visible, and how far the fit is from the optimum can be read off.
     """
-    fig, ax = plt.subplots(figsize=(6, 4.5))
+    fig, (ax, gap) = plt.subplots(2, 1, figsize=(6, 5.4), sharex=True, gridspec_kw={"height_ratios": [3, 1]})
     grid = np.linspace(min(x_train.min(), x_test.min()), max(x_train.max(), x_test.max()), 200)
     fitted, left_out = curve(w, b, grid)
     optimal, _ = curve(w_star, b_star, grid)
-    ax.scatter(*_thin(x_train, y_train), color="blue", marker="o", s=14, label="train")
-    ax.scatter(*_thin(x_test, y_test), color="orange", marker="x", s=18, label="test")
-    ax.plot(grid, optimal, color="0.45", linestyle=(0, (2, 1)), linewidth=4, zorder=3,
+    ax.scatter(*_thin(x_train, y_train), color="blue", marker="o", s=14, label="train points")
+    ax.scatter(*_thin(x_test, y_test), color="orange", marker="x", s=18, label="held-out test points")
+    ax.plot(grid, fitted, "r-", linewidth=3, zorder=3, label=f"fit: {_coefficient(w)}·x² + {_coefficient(b)}")
+    ax.plot(grid, optimal, "k--", linewidth=1, zorder=4,
             label=f"least squares: {_coefficient(w_star)}·x² + {_coefficient(b_star)}")  # fmt: skip
-    ax.plot(grid, fitted, "r-", linewidth=1.5, zorder=4, label=f"fit: {_coefficient(w)}·x² + {_coefficient(b)}")
     _note_left_out(ax, left_out, f"fit points past ±1e{AXIS_EXPONENT}\n(diverged w, b)")
-    ax.set_xlabel("x")
     ax.set_ylabel("y")
-    ax.set_title("fit on held-out data")
-    ax.legend()
+    ax.set_title("fit and least squares, over train and held-out test points")
+    ax.legend(fontsize=8)
+    with np.errstate(invalid="ignore"):  # inf - inf where the fit diverged: a gap
+        gap.plot(grid, fitted - optimal, "r-")
+    gap.axhline(0, color="k", linestyle="--", linewidth=1)
+    gap.set_xlabel("x")
+    gap.set_ylabel("fit − least sq.")
+    gap.ticklabel_format(axis="y", style="sci", scilimits=(-3, 3))
     fig.tight_layout()
     return fig
 

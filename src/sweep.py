@@ -71,6 +71,23 @@ def _digest(value: object) -> str:
     return hashlib.sha256(json.dumps(value, sort_keys=True).encode()).hexdigest()
 
 
+def sweep_params(task_overrides: list[str], sweeper: Mapping, choices: Mapping) -> dict[str, str]:
+    """What a sweep's parent run shows as its params: each swept key with its values or range
+    (`swept.lr`: `0.001,0.01`, from the command line or from the sweeper's `params`, Optuna's
+    search space), each fixed override (`fixed.steps`: `200`), the launcher and the sweeper
+    (with Optuna's `n_trials`)."""
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    params = {f"swept.{key}": str(value) for key, value in (sweeper.get("params") or {}).items()}
+    for override in OverridesParser.create().parse_overrides(list(task_overrides)):
+        kind = "swept" if override.is_sweep_override() else "fixed"
+        params[f"{kind}.{override.key_or_group}"] = override.get_value_string()
+    params |= {"launcher": str(choices.get("hydra/launcher")), "sweeper": str(choices.get("hydra/sweeper"))}
+    if "n_trials" in sweeper:
+        params["sweeper.n_trials"] = str(sweeper["n_trials"])
+    return params
+
+
 def resumable_parent(client: MlflowClient, experiment_id: str, key: str) -> Run | None:
     """The parent run of the newest sweep keyed `key`, if that sweep ended KILLED or FAILED: the one to resume.
 
@@ -216,9 +233,12 @@ class MlflowSweepCallback(Callback):
         if earlier:
             self._parent = self._reopen(earlier)
         else:
-            name = f"sweep {time.strftime('%H:%M:%S')}"  # the date is in the Created column beside it
-            tags = tracking.standard_tags({**tracking.run_tags("sweep", "-"), "sweep": "true", SWEEP_KEY_TAG: key})
+            params = sweep_params(list(config.hydra.overrides.task), sweeper, config.hydra.runtime.choices)
+            swept = [k.removeprefix("swept.") for k in params if k.startswith("swept.")]
+            name = f"sweep {','.join(swept)}"  # what varies; when is in the Created column beside it
+            tags = tracking.standard_tags({**tracking.provenance_tags(), "sweep": "true", SWEEP_KEY_TAG: key})
             self._parent = client.create_run(experiment_id, run_name=name, tags=tags).info.run_id
+            tracking.log_params_and_history(client, self._parent, params=params, history={}, final=[])
             log.info("sweep parent MLflow run %s (%s)", self._parent, name)
         os.environ[PARENT_RUN_ENV] = self._parent
         if "SlurmLauncher" in str(config.hydra.launcher.get("_target_", "")):  # submitit names job folders by id
@@ -318,7 +338,8 @@ class MlflowSweepCallback(Callback):
             }
             client.set_tag(parent, "best_run_id", best["run_id"])
             client.set_tag(parent, "best_job", f"job {best['job']}: backend={best['backend']} lr={best['lr']}")
-        tracking.log_params_and_history(client, parent, params={}, history={}, final=metrics)
+        tracking.log_params_and_history(client, parent, params={}, history={},
+                                        final=tracking.scores(metrics))  # fmt: skip
         client.log_text(parent, _markdown_table(rows), "sweep_summary.md")
         figure = plots.plot_sweep(rows, objective_metric, best)
         client.log_figure(parent, figure, "final_loss_vs_lr.png")

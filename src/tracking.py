@@ -8,6 +8,7 @@ root (an absolute path, so runs started from any folder land in it) and artifact
 from __future__ import annotations
 
 import fcntl
+import getpass
 import hashlib
 import io
 import logging
@@ -352,8 +353,9 @@ def standard_tags(tags: Mapping[str, str]) -> dict[str, str]:
     return resolve_tags(dict(tags))
 
 
-def log_dataset(run_id: str, x: np.ndarray, y: np.ndarray, name: str, context: str, source: str | None) -> None:
-    """(x, y) as one of the run's dataset inputs: its digest, shape and `source` (a DVC path) in the Dataset column."""
+def log_dataset(run_id: str, x: np.ndarray, y: np.ndarray, name: str, context: str, source: str | None):
+    """(x, y) as one of the run's dataset inputs: its digest, shape and `source` (a DVC path) in the
+    Dataset column. Returns the dataset, which `scores` links metrics to."""
     import mlflow.data
     from mlflow.entities import DatasetInput, InputTag
     from mlflow.utils.mlflow_tags import MLFLOW_DATASET_CONTEXT
@@ -363,13 +365,15 @@ def log_dataset(run_id: str, x: np.ndarray, y: np.ndarray, name: str, context: s
         dataset = mlflow.data.from_numpy(x, targets=y, source=source, name=name)
     entry = DatasetInput(dataset._to_mlflow_entity(), tags=[InputTag(MLFLOW_DATASET_CONTEXT, context)])
     MlflowClient(tracking_uri()).log_inputs(run_id, datasets=[entry])
+    return dataset
 
 
 MODEL_CODE = Path(__file__).with_name("model.py")
 
 
 def log_model(w: float, b: float, x_example: np.ndarray) -> str:
-    """The fit as an MLflow pyfunc model `model` of the active run; returns its models:/ URI (also tagged).
+    """The fit as an MLflow pyfunc model `model` of the active run; returns its id (`m-...`; its
+    models:/ URI is tagged on the run).
 
     The model is `src/model.py`, logged as code, with w and b in its config: loading it needs
     numpy and mlflow only, not this repository.
@@ -389,7 +393,7 @@ def log_model(w: float, b: float, x_example: np.ndarray) -> str:
         pip_requirements=[f"mlflow=={metadata.version('mlflow')}", f"numpy=={metadata.version('numpy')}"],
     )
     mlflow.set_tag(MODEL_URI_TAG, info.model_uri)
-    return info.model_uri
+    return info.model_id
 
 
 MODEL_URI_TAG = "model_uri"  # the models:/m-... URI of the run's logged model
@@ -425,11 +429,22 @@ def register_model(run_id: str, name: str) -> Registration:
     for line in printed.getvalue().splitlines():
         if not line.startswith(("Successfully registered model", "Registered model", "Created version")):
             log.warning("%s", line)
+    client.update_model_version(name, version, description=_version_description(run, score))
     best, why = _takes_best(score, data, holder)
     if best:
         client.set_registered_model_alias(name, BEST_ALIAS, version)
     log.info("registered models:/%s version %s (models:/%s/latest); %s", name, version, name, why)
     return Registration(str(version), best, why)
+
+
+def _version_description(run, score: float) -> str:
+    """One line for a model version's page: what fitted it, on which data, how it scored, and who registered it."""
+    params, tags = run.data.params, run.data.tags
+    [train] = [d.dataset.digest for d in run.inputs.dataset_inputs if d.dataset.name == "train"] or ["unknown"]
+    user = tags.get("mlflow.user") or getpass.getuser()
+    fit = f"{params.get('backend.name')} lr={params.get('lr')} objective={params.get('objective')}"
+    held_out = tags[HELD_OUT_TAG][:12]
+    return f"{fit}; training data {train}, held-out MSE {score:.6g} (held-out data {held_out}); registered by {user}"
 
 
 def _version_with_alias(client: MlflowClient, name: str, alias: str):
@@ -493,13 +508,16 @@ def latest_run_tagged(client: MlflowClient, experiment_name: str, key: str, valu
 
 
 def run_tags(backend: str, device: str) -> dict[str, str]:
-    """Provenance: the git state of the project, the locked packages, and the machine that did the math."""
+    """A training run's tags: its provenance, and the backend and device that did the math."""
+    return {**provenance_tags(), "backend": backend, "device": device}
+
+
+def provenance_tags() -> dict[str, str]:
+    """The git state of the project, the locked packages, the machine, and who runs it (`owner_tags`)."""
     commit, dirty = _git_state(CODE_ROOT)  # the code that ran, which in a DVC temp run is the copy
     return {
         "git_commit": commit,
         "git_dirty": str(dirty).lower(),
-        "backend": backend,
-        "device": device,
         "numpy_version": metadata.version("numpy"),
         "torch_version": metadata.version("torch"),
         "requirements_md5": _md5_or_unknown(CODE_ROOT / "requirements.lock"),
@@ -662,16 +680,43 @@ def log_files(client: MlflowClient, run_id: str, files: Mapping[str, bytes]) -> 
             client.log_artifact(run_id, str(path))
 
 
+# MLflow's run page draws a section of charts for each prefix before the last "/", in character
+# order, and then "Model metrics", which holds every metric without one. So the curves of training
+# are `train/loss`, `train/log10_loss`, `train/w`, `train/b`, and come first; the single values that
+# score a fit (`final_loss`, `test_mse`, ...) have no prefix, and come after them, with the names
+# that search filters and the runs table's columns use (`metrics.test_mse < 0.01`).
+CURVE = "train/"
+
+
+def curves(history: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """{name: series} with their metric keys."""
+    return {CURVE + name: series for name, series in history.items()}
+
+
+def scores(values: Mapping[str, float], model_id: str | None = None, dataset=None) -> list[Metric]:
+    """Single values; those about a fit linked to its model `model_id` and to the dataset they were
+    measured on, so that the experiment's Models tab shows them per model, with their data."""
+    now = int(time.time() * 1000)
+    link = {"dataset_name": dataset.name, "dataset_digest": dataset.digest} if dataset is not None else {}
+    return [Metric(key, float(value), now, 0, model_id=model_id, **link) for key, value in values.items()]
+
+
+def model_id(run) -> str | None:
+    """The id of the model a run logged (from its models:/m-... tag), or None."""
+    uri = run.data.tags.get(MODEL_URI_TAG)
+    return uri.removeprefix("models:/") if uri else None
+
+
 def log_params_and_history(
     client: MlflowClient,
     run_id: str,
     params: Mapping[str, object],
     history: Mapping[str, np.ndarray],
-    final: Mapping[str, float],
+    final: list[Metric],
     steps: np.ndarray | None = None,
 ) -> None:
     """Every step of every series in `history` (at step numbers `steps`, else 0, 1, ...), the
-    `final` values and the params, in one batch.
+    `final` values (from `scores`) and the params, in one batch.
 
     One `log_batch` instead of a call per value: on SQLite, 2,400 values take about
     0.3 s this way and about 8 s one at a time.
@@ -682,5 +727,5 @@ def log_params_and_history(
         for key, values in history.items()
         for step, value in zip(range(len(values)) if steps is None else steps, values, strict=True)
     ]
-    metrics += [Metric(key, float(value), now, 0) for key, value in final.items()]
+    metrics += final
     client.log_batch(run_id, metrics=metrics, params=[Param(k, str(v)) for k, v in params.items()])

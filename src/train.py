@@ -56,14 +56,16 @@ def train(
     run_name: str | None = None,
     data_source: str | None = None,
     held_out: tuple[np.ndarray, np.ndarray] | None = None,
+    held_out_source: str | None = None,
 ) -> Result:
     """Fit `data` from its start, write the run's files to `output_dir`, and record it all in MLflow.
 
     `config` is the checked config; `resolved` is the same config as a plain dict, which
     is logged as the run's params and saved as its config.yaml. The training data is logged
     as the run's `training` dataset, with `data_source` (its file) as its source, and a
-    finished fit as its pyfunc `model`, scored by its MSE on `held_out` (x, y), by default the
-    held-out set that the config draws (the `generate` stage's test set). Inside a sweep the run
+    finished fit as its pyfunc `model`, scored by its MSE on `held_out` (x, y; its file
+    `held_out_source`), by default the held-out set that the config draws (the `generate`
+    stage's test set), logged as the `evaluation` dataset. Inside a sweep the run
     is nested under the sweep's.
     """
     backend = config.backend.name.value
@@ -84,7 +86,7 @@ def train(
     fit = load_fit(backend)
     uri = tracking.tracking_uri()
     client, experiment_id = tracking.open_experiment(uri, config.experiment_name)
-    run_name = run_name or f"{backend} lr={config.lr:g} seed={config.seed}"
+    run_name = run_name or f"{backend} lr={config.lr:g} s{config.seed}"  # s: the seed; short, to fit the runs table
     x_test, y_test = held_out if held_out is not None else make_test_set(config)
     tags = {
         **tracking.run_tags(backend, device),
@@ -111,30 +113,36 @@ def train(
         final_loss = problem.loss(x, y, w, b)
         files = _run_files(x, y, history, w, b, OmegaConf.to_yaml(resolved))
         datafiles.write_files(output_dir, files)
+        train_set = tracking.log_dataset(run_id, x, y, name="train", context="training", source=data_source)
+        test_set = tracking.log_dataset(run_id, x_test, y_test, name="test", context="evaluation",
+                                        source=held_out_source)  # fmt: skip
         # A diverged run has no final model: its last parameters are the ones whose loss overflowed.
         # The held-out MSE is logged with the fit, so that a FINISHED run always holds its score: a
         # resumed sweep reads it back as the objective, and the model registry ranks versions by it.
-        final = {} if history.diverged else {"final_loss": final_loss, "final_w": w, "final_b": b,
-                                             "test_mse": problem.mse(x_test, y_test, w, b)}  # fmt: skip
+        final = []
         if not history.diverged:
             # before the histories: MLflow copies every metric the run has at step 0 onto a new model
             # and reads all their histories to do it, which would cost as much as logging them
-            tracking.log_model(w, b, x_example=x[:: max(1, len(x) // 5)][:5])
+            model_id = tracking.log_model(w, b, x_example=x[:: max(1, len(x) // 5)][:5])
+            test_mse = problem.mse(x_test, y_test, w, b)
+            final = [*tracking.scores({"final_loss": final_loss, "final_w": w, "final_b": b}, model_id, train_set),
+                     *tracking.scores({"test_mse": test_mse}, model_id, test_set)]  # fmt: skip
         tracking.log_params_and_history(
             client,
             run_id,
             params={**flatten(resolved), "lr_bound": bound},
-            history={"loss": history.loss, "log10_loss": _log10(history.loss), "w": history.w, "b": history.b},
+            history=tracking.curves(
+                {"loss": history.loss, "log10_loss": plots.log10_loss(history.loss), "w": history.w, "b": history.b}
+            ),
             steps=history.step,
             final=final,
         )
         tracking.log_files(client, run_id, files)  # what this run made, not what its folder holds now
-        tracking.log_dataset(run_id, x, y, name="train", context="training", source=data_source)
         if history.diverged:
             client.set_tag(run_id, sweep.DIVERGED_TAG, "true")
             raise TrainingDiverged(_divergence(len(history.step) and history.step[-1] + 1, history.loss, final_loss,
                                                config.lr, bound))  # fmt: skip
-    return Result(run_id, experiment_id, loss=final_loss, w=w, b=b, test_mse=final["test_mse"])
+    return Result(run_id, experiment_id, loss=final_loss, w=w, b=b, test_mse=test_mse)
 
 
 LONG_RUN_SECONDS = 60
@@ -170,11 +178,6 @@ def _check_memory(n: int) -> None:
             f"config key 'data.n': {n} points need about {needed / 2**30:.1f} GiB, and {available / 2**30:.1f} GiB "
             "is free; lower data.n"
         )
-
-
-def _log10(loss: np.ndarray) -> np.ndarray:
-    """log10 of the loss, for MLflow's linear-axis charts; a loss of exactly 0 shows as the dtype's smallest."""
-    return np.log10(np.maximum(loss, np.finfo(loss.dtype).tiny))
 
 
 def _divergence(step: int, loss: np.ndarray, next_loss: float, lr: float, bound: float) -> str:
@@ -292,6 +295,15 @@ def log_summary(result: Result, experiment_name: str, browse_hint: bool = True) 
         log.info("%s", tracking.browse_hint())
 
 
+def check_command_line(argv: list[str]) -> None:
+    """Refuse, before Hydra starts, the overrides it would refuse in several lines or with advice that
+    fails: unknown keys and group options, and `+` on a preset. Skipped for another primary config."""
+    if any(arg.startswith(("-cn", "-cd", "-cp", "--config")) for arg in argv):
+        return
+    refuse_plus_on_presets(argv)
+    usage.check_overrides([arg for arg in argv if "=" in arg and not arg.startswith("-")])
+
+
 def refuse_plus_on_presets(overrides: list[str]) -> None:
     """`+experiment=x` fails inside Hydra with a message about 'override'; say what to type instead."""
     for override in overrides:
@@ -305,5 +317,5 @@ def refuse_plus_on_presets(overrides: list[str]) -> None:
 
 if __name__ == "__main__":
     with clean_exit():  # in a multirun, this process launches the jobs: an interrupt stops them all (src.sweep)
-        refuse_plus_on_presets(sys.argv[1:])
+        check_command_line(sys.argv[1:])
         main()

@@ -7,7 +7,10 @@ else the project's own `mlflow.db` (`--store URI` picks another). A tracking ser
 Plain `mlflow ui` starts four uvicorn workers and MLflow's job-execution consumers, which
 this project never uses; on a small machine that is a long wait and gigabytes of memory.
 This starts one worker and no job consumers, prints the link to the runs table once the
-server answers, and stops the server when it is stopped (Ctrl-C).
+server answers, and stops the server when it is stopped (Ctrl-C), in one line. The console
+stays quiet: no access log, and none of MLflow's start-up notes that a user cannot act on
+(one advises `--host 0.0.0.0`, which exposes the store to the network; this serves 127.0.0.1).
+Warnings and errors from the server still show.
 """
 
 from __future__ import annotations
@@ -15,8 +18,10 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import signal
 import subprocess
 import sys
+import threading
 import time
 import urllib.error
 import urllib.parse
@@ -29,7 +34,12 @@ from src import stores
 from src.errors import UserError, clean_exit
 
 ROOT = Path(__file__).resolve().parent.parent
-LIGHT = {"MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}  # no job consumers
+QUIET = {
+    "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false",  # no job consumers
+    "PYTHONWARNINGS": "ignore:starlette.middleware.wsgi is deprecated",  # MLflow's own import, every start
+}
+# What `mlflow ui` prints as it starts that is not a problem: dropped from the console.
+START_UP_NOTES = ("[MLflow] Security middleware enabled with default settings",)
 
 
 def command(store: str, port: int) -> list[str]:
@@ -46,6 +56,10 @@ def command(store: str, port: int) -> list[str]:
         str(port),
         "--workers",
         "1",
+        "--registry-store-uri",  # the same store; unset, MLflow says so on every start
+        store,
+        "--uvicorn-opts",
+        "--no-access-log --log-level warning",
     ]
 
 
@@ -93,18 +107,30 @@ def main(argv: list[str] | None = None) -> None:
     experiment_name = OmegaConf.load(ROOT / "conf" / "config.yaml").experiment_name
     with clean_exit():
         store = args.store or default_store()
-        server = subprocess.Popen(command(store, args.port), env={**os.environ, **LIGHT})
+        # In a session of its own, so that a Ctrl-C reaches this process alone, which stops the
+        # server (MLflow's CLI and its uvicorn worker) quietly with SIGTERM, instead of both
+        # printing KeyboardInterrupt tracebacks.
+        server = subprocess.Popen(command(store, args.port), env={**os.environ, **QUIET}, stderr=subprocess.PIPE,
+                                  text=True, start_new_session=True)  # fmt: skip
+        threading.Thread(target=_show_problems, args=(server.stderr,), daemon=True).start()
         try:
             url = f"http://127.0.0.1:{args.port}"
             wait_until_answering(url, server)
             print(f"MLflow UI: {runs_table_link(url, experiment_name)}   (Ctrl-C stops it)", flush=True)
             server.wait()
-        except KeyboardInterrupt:  # Ctrl-C reached the server too: it is shutting down
-            pass
+        except KeyboardInterrupt:
+            print("stopped mlflow ui", flush=True)
         finally:
             if server.poll() is None:
-                server.terminate()
+                os.killpg(server.pid, signal.SIGTERM)
                 server.wait(timeout=30)
+
+
+def _show_problems(stream) -> None:
+    """Pass the server's stderr on to ours, less its start-up notes."""
+    for line in stream:
+        if not line.startswith(START_UP_NOTES):
+            sys.stderr.write(line)
 
 
 if __name__ == "__main__":

@@ -8,8 +8,10 @@ description is the first comment line of its file under conf/.
 from __future__ import annotations
 
 import dataclasses
+import difflib
 import textwrap
 import typing
+from collections.abc import Sequence
 from enum import Enum
 from pathlib import Path
 from typing import NamedTuple
@@ -18,7 +20,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from src import problem
 from src.config import TrainConfig, load_config
-from src.errors import UserError
+from src.errors import ConfigError, UserError
 from src.sampling import make_problem
 
 CONF = Path(__file__).resolve().parent.parent / "conf"
@@ -118,3 +120,51 @@ def help_text(cfg: DictConfig) -> str:
     lines += ["", "Examples:", *entries(EXAMPLES)]
     lines += ["", "Browse the runs: make ui.  Hydra's own flags: python -m src.train --hydra-help", ""]
     return "\n".join(lines).replace("$", "$$")  # Hydra fills the template with string.Template
+
+
+GROUPS = ("backend", "experiment", "search")  # config groups, chosen by name: backend=torch
+HELP = "python -m src.train --help lists every key"
+
+
+def schema_keys(schema: type = TrainConfig, prefix: str = "") -> list[str]:
+    """Every key a config of `schema` has, sections included: backend, backend.name, data, data.n, ..."""
+    names = []
+    for field in dataclasses.fields(schema):
+        name, kind = f"{prefix}{field.name}", typing.get_type_hints(schema)[field.name]
+        names.append(name)
+        if dataclasses.is_dataclass(kind):
+            names += schema_keys(kind, prefix=f"{name}.")
+    return names
+
+
+def check_overrides(overrides: Sequence[str]) -> None:
+    """Refuse, in one line that names the fix, an override of a key the schema lacks or of a group
+    option that conf/ lacks. Hydra's own messages for these run to several lines, and its advice
+    for an unknown key (`To append to your config use +lrr=0.1`) leads to another error. Additions
+    (`+key=...`), deletions and Hydra's own keys are left to Hydra; so is what it cannot parse."""
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+    from hydra.core.override_parser.types import OverrideType, ValueType
+    from hydra.errors import HydraException
+
+    parser = OverridesParser.create()
+    for text in overrides:
+        try:
+            override = parser.parse_override(text)
+        except HydraException:
+            continue
+        key = override.key_or_group
+        if override.type is not OverrideType.CHANGE or override.package is not None or key.startswith("hydra"):
+            continue
+        if key in GROUPS:
+            if override.value_type is ValueType.GLOB_CHOICE_SWEEP:
+                continue
+            options = sorted(preset_descriptions(key))
+            chosen = list(override.sweep_string_iterator()) if override.is_sweep_override() else override.value()
+            chosen = chosen if isinstance(chosen, list) else [chosen]  # experiment=[a,b] takes both
+            for choice in ("null" if c is None else str(c) for c in chosen):
+                if choice not in options:
+                    raise ConfigError(f"{key} '{choice}' is not one of: {', '.join(options)}")
+        elif key not in (known := schema_keys()):
+            close = difflib.get_close_matches(key, known, n=1)
+            guess = f"; did you mean '{close[0]}'?" if close else ""
+            raise ConfigError(f"unknown key '{key}'{guess} ({HELP})")

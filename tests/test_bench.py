@@ -55,10 +55,10 @@ def test_the_floor_does_the_same_job_as_a_training_run_with_no_environment(tmp_p
     assert set(floor.data.metrics) == set(train.data.metrics)
     assert floor.data.metrics["final_w"] == train.data.metrics["final_w"]  # the same fit
     for key in ("loss", "log10_loss", "w", "b"):
-        assert len(client.get_metric_history(floor.info.run_id, key)) == 800
+        assert len(client.get_metric_history(floor.info.run_id, f"train/{key}")) == 800
     artifacts = {a.path for a in client.list_artifacts(floor.info.run_id)}
     assert {"loss.png", "fit.png", "config.yaml", "history.csv"} <= artifacts
-    assert len(floor.inputs.dataset_inputs) == 1 and floor.outputs.model_outputs
+    assert len(floor.inputs.dataset_inputs) == 2 and floor.outputs.model_outputs
 
 
 def test_sweep_bench_tiny_lands_every_run(tmp_path):

@@ -121,7 +121,7 @@ def test_the_readme_slurm_recipe_runs_8_jobs_nested_under_one_parent_on_postgres
     assert len(children) == 8 and {c.info.status for c in children} == {"FINISHED"}
     assert {c.data.params["backend.name"] for c in children} == {"numpy", "torch"}
     assert all(c.data.tags.get("owner.slurm_job") for c in children), "a job did not run as a Slurm job"
-    assert all(len(client.get_metric_history(c.info.run_id, "loss")) == 800 for c in children)
+    assert all(len(client.get_metric_history(c.info.run_id, "train/loss")) == 800 for c in children)
     assert parent.info.status == "FINISHED" and parent.data.metrics["jobs_finished"] == 8
     assert client.get_model_version_by_alias(name, "best").run_id == parent.data.tags["best_run_id"]
     assert _postgres_count(name) == 9  # the parent and its 8 jobs, in PostgreSQL itself
@@ -157,7 +157,7 @@ def test_a_tracking_server_restarted_mid_sweep_loses_no_run(experiment, tmp_path
     client, parent, children = _sweep_runs(env, name)
     assert [c.info.status for c in children] == ["FINISHED", "FINISHED"]
     kept = kept_steps(100000, 125)  # steps 0, 125, ..., and the last
-    assert all(len(client.get_metric_history(c.info.run_id, "loss")) == kept for c in children)
+    assert all(len(client.get_metric_history(c.info.run_id, "train/loss")) == kept for c in children)
     assert parent.info.status == "FINISHED"
 
 
@@ -169,7 +169,7 @@ def test_32_jobs_land_on_the_postgres_server(experiment, tmp_path):
     assert done.returncode == 0, done.stderr[-3000:]
     client, parent, children = _sweep_runs(env, name)
     assert len(children) == 32 and {c.info.status for c in children} == {"FINISHED"}
-    assert all(len(client.get_metric_history(c.info.run_id, "loss")) == 800 for c in children)
+    assert all(len(client.get_metric_history(c.info.run_id, "train/loss")) == 800 for c in children)
     assert parent.data.metrics["jobs_finished"] == 32
     assert _postgres_count(name) == 33
 

@@ -247,9 +247,18 @@ def test_a_pipeline_run_is_complete_in_mlflows_rest_api_and_its_model_serves(rep
         assert inputs.keys() == {"train", "test"}
         assert inputs["train"][0] == {"training"} and "data/train.csv" in inputs["train"][1]
         assert inputs["test"][0] == {"evaluation"} and "data/test.csv" in inputs["test"][1]
-        assert len(run["outputs"]["model_outputs"]) == 1  # the logged model
+        [output] = run["outputs"]["model_outputs"]  # the logged model, which carries the fit's scores
+        model = rest(url, f"/api/2.0/mlflow/logged-models/{output['model_id']}")["model"]
+        scores = {m["key"]: (m["value"], m["dataset_name"]) for m in model["data"]["metrics"]}
+        digests = {d["dataset"]["name"]: d["dataset"]["digest"] for d in run["inputs"]["dataset_inputs"]}
+        assert {m["dataset_digest"] for m in model["data"]["metrics"]} == set(digests.values())
+        assert all(m["run_id"] == run["info"]["run_id"] for m in model["data"]["metrics"])
+        assert scores["final_loss"][1] == "train" and scores["test_mse"][1] == "test"
+        assert scores["test_r2"] == (json.loads((repo / "metrics.json").read_text())["test_r2"], "test")
         alias = rest(url, "/api/2.0/mlflow/registered-models/alias?name=autograd-fit&alias=best")["model_version"]
         assert alias["run_id"] == run["info"]["run_id"]
+        assert alias["description"].startswith(f"numpy lr=0.001 objective=train_loss; training data {digests['train']}")
+        assert alias["description"].endswith(f"registered by {tags['mlflow.user']}")
 
     # `mlflow models predict` on the registry alias, as the README shows it
     (tmp_path / "x.csv").write_text("x\n-1.5\n0\n0.25\n2\n")

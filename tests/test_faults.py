@@ -114,7 +114,7 @@ def test_sixteen_concurrent_runs_on_a_fresh_database_all_land(tmp_path, new_stor
     assert sorted(int(r.data.params["seed"]) for r in runs) == list(range(jobs))
     for run in runs:
         assert run.info.status == "FINISHED"
-        assert len(client.get_metric_history(run.info.run_id, "loss")) == 800
+        assert len(client.get_metric_history(run.info.run_id, "train/loss")) == 800
         assert {a.path for a in client.list_artifacts(run.info.run_id)} >= {"loss.png", "fit.png"}
 
 

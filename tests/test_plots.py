@@ -74,15 +74,19 @@ def test_fit_plots_of_diverged_parameters_draw_without_warnings(no_warnings, w, 
         _drawn(fig)
 
 
-def test_the_fit_is_drawn_on_top_of_the_least_squares_curve_and_both_stay_visible():
+def test_the_least_squares_curve_shows_on_the_fit_and_their_difference_below():
     # The converged case: the two curves coincide to the eye.
-    fig = plots.plot_evaluation(X, Y, X, Y, 3.0, 2.0, 3.0 + 1e-9, 2.0)
-    ax = fig.axes[0]
+    w_star = 3.0 + 1e-6
+    fig = plots.plot_evaluation(X, Y, X, Y, 3.0, 2.0, w_star, 2.0)
+    ax, gap = fig.axes
     fit, least_squares = _line(ax, "fit:"), _line(ax, "least squares:")
-    assert fit.get_zorder() > least_squares.get_zorder()
-    assert least_squares.get_linewidth() >= 2 * fit.get_linewidth()  # the band shows on both sides of the line
-    assert fit.get_color() != least_squares.get_color()
-    assert fit.get_zorder() > max(c.get_zorder() for c in ax.collections)  # and above the data
+    assert least_squares.get_zorder() > fit.get_zorder() > max(c.get_zorder() for c in ax.collections)
+    assert fit.get_linewidth() >= 2 * least_squares.get_linewidth()  # the fit shows on both sides of the optimum
+    assert fit.get_color() != least_squares.get_color() and least_squares.get_linestyle() == "--"
+    [difference] = gap.get_lines()[:1]
+    grid = difference.get_xdata()
+    np.testing.assert_allclose(difference.get_ydata(), (3.0 - w_star) * grid**2, atol=1e-15)
+    assert "train" in ax.get_title() and "held-out" in ax.get_title()  # which points are shown
     _drawn(fig)
 
 

@@ -64,7 +64,7 @@ def _check_run_logged_only_its_own_files(client, run, tmp_path):
     left_config = yaml.safe_load(open(f"{run.data.tags['output_dir']}/config.yaml"))
     assert str(logged_config["lr"]) == lr and str(left_config["lr"]) == lr
     table = np.loadtxt(io.StringIO(_artifact_text(client, run_id, "history.csv", folder)), delimiter=",", skiprows=1)
-    for column, key in ((1, "loss"), (2, "w"), (3, "b")):
+    for column, key in ((1, "train/loss"), (2, "train/w"), (3, "train/b")):
         logged = [m.value for m in client.get_metric_history(run_id, key)]
         np.testing.assert_array_equal(table[:, column], logged)
 

@@ -78,7 +78,7 @@ def test_multirun_nests_every_job_under_one_parent_with_a_summary(tmp_path, trac
     for run in children:
         assert run.info.status == ("FAILED" if run.data.params["lr"] == "0.1" else "FINISHED")
     finished = [r for r in children if r.info.status == "FINISHED"]
-    assert all(len(client.get_metric_history(r.info.run_id, "loss")) == 800 for r in finished)
+    assert all(len(client.get_metric_history(r.info.run_id, "train/loss")) == 800 for r in finished)
     lowest = min(r.data.metrics["final_loss"] for r in finished)
     assert parent.data.metrics["best_final_loss"] == lowest
     by_id = {r.info.run_id: r for r in children}
@@ -93,6 +93,19 @@ def test_multirun_nests_every_job_under_one_parent_with_a_summary(tmp_path, trac
     assert version.run_id == parent.data.tags["best_run_id"]
     assert "sweep page: http://127.0.0.1:5000/#/experiments/" in done.stderr + done.stdout
     assert (done.stdout + done.stderr).count("to browse it") <= 1  # once per sweep, not once per job
+
+    # What the parent's page shows, read as mlflow ui reads it: what was swept, and which job won
+    store = tracking_env["MLFLOW_TRACKING_URI"]
+    with mlflow_service("server", "--workers", "1", "--backend-store-uri", store, cwd=tmp_path) as url:
+        shown = rest(url, f"/api/2.0/mlflow/runs/get?run_id={parent.info.run_id}")["run"]
+    params = {p["key"]: p["value"] for p in shown["data"]["params"]}
+    assert params == {"swept.lr": "0.001,0.005,0.1", "swept.backend": "numpy,torch", "launcher": "basic",
+                      "sweeper": "basic"}  # fmt: skip
+    metrics = {m["key"]: m["value"] for m in shown["data"]["metrics"]}
+    assert metrics["best_objective"] == lowest and metrics["best_lr"] == 0.005
+    tags = {t["key"]: t["value"] for t in shown["data"]["tags"]}
+    assert tags["best_run_id"] in by_id and "backend" not in tags and "device" not in tags
+    assert shown["info"]["run_name"] == "sweep lr,backend"
 
 
 def test_a_sweep_whose_jobs_cannot_run_says_so_in_a_line_each_and_fails(tmp_path, tracking_env):
@@ -122,7 +135,7 @@ def test_parallel_launchers_land_every_run_on_a_fresh_database(launcher, tmp_pat
     assert parent.info.status == "FINISHED"
     for run in children:
         assert run.info.status == "FINISHED"
-        assert len(client.get_metric_history(run.info.run_id, "loss")) == 800
+        assert len(client.get_metric_history(run.info.run_id, "train/loss")) == 800
 
 
 def test_slurm_preset_composes():
@@ -244,7 +257,8 @@ def test_runs_log_over_http_to_a_real_tracking_server(tmp_path, monkeypatch):
         [run] = rest(url, "/api/2.0/mlflow/runs/search", {"experiment_ids": [experiment["experiment_id"]]})["runs"]
         assert run["info"]["status"] == "FINISHED"
         run_id = run["info"]["run_id"]
-        history = rest(url, f"/api/2.0/mlflow/metrics/get-history?run_id={run_id}&metric_key=loss&max_results=1000")
+        query = f"run_id={run_id}&metric_key=train/loss&max_results=1000"
+        history = rest(url, f"/api/2.0/mlflow/metrics/get-history?{query}")
         assert len(history["metrics"]) == 50
         files = rest(url, f"/api/2.0/mlflow/artifacts/list?run_id={run_id}")["files"]
         assert {f["path"] for f in files} == {"loss.png", "fit.png", "config.yaml", "history.csv"}

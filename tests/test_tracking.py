@@ -92,15 +92,18 @@ def test_history_is_logged_step_by_step_in_one_batch(store):
     loss = np.linspace(10.0, 1.0, 800)
     with tracking.tracked_run(experiment_id, "r", {}) as run_id:
         tracking.log_params_and_history(
-            client, run_id, {"data.n": 100, "lr": 0.001}, {"loss": loss, "w": -loss}, {"final_loss": 0.5}
+            client,
+            run_id,
+            {"data.n": 100, "lr": 0.001},
+            tracking.curves({"loss": loss, "w": -loss}),
+            tracking.scores({"final_loss": 0.5}),
         )
-    points = client.get_metric_history(run_id, "loss")
+    points = client.get_metric_history(run_id, "train/loss")
     assert [p.step for p in points] == list(range(800))
     np.testing.assert_array_equal([p.value for p in points], loss)
     run = client.get_run(run_id)
     assert run.data.params == {"data.n": "100", "lr": "0.001"}
-    assert run.data.metrics["final_loss"] == 0.5
-    assert run.data.metrics["w"] == -1.0  # the latest step's value
+    assert run.data.metrics == {"train/loss": 1.0, "train/w": -1.0, "final_loss": 0.5}  # latest steps' values
 
 
 def test_run_tags_name_the_code_and_versions():

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import signal
 import subprocess
 import sys
@@ -19,10 +20,11 @@ def test_make_ui_serves_the_runs_table_light_and_stops_on_ctrl_c(tmp_path, track
     train_here("steps=5", output_dir=tmp_path / "out")
     port = free_port()
     store = tracking_env["MLFLOW_TRACKING_URI"]  # where the run went, and so what the UI serves without --store
-    ui = subprocess.Popen([sys.executable, "-m", "src.ui", "--port", str(port)],
-                          stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, env=tracking_env)  # fmt: skip
+    ui = subprocess.Popen([sys.executable, "-m", "src.ui", "--port", str(port)], stdout=subprocess.PIPE,
+                          stderr=subprocess.PIPE, text=True, env=tracking_env, start_new_session=True)  # fmt: skip
     try:
-        link = next(line for line in ui.stdout if line.startswith("MLflow UI: ")).split()[2]
+        first = ui.stdout.readline()
+        link = first.split()[2]
         url = f"http://127.0.0.1:{port}"
         experiment = rest(url, "/api/2.0/mlflow/experiments/get-by-name?experiment_name=autograd-fit")["experiment"]
         assert link == f"{url}/#/experiments/{experiment['experiment_id']}/runs"
@@ -34,9 +36,13 @@ def test_make_ui_serves_the_runs_table_light_and_stops_on_ctrl_c(tmp_path, track
         assert f"--backend-store-uri {store} " in commands[0], commands
         assert not any("huey" in c or "jobs" in c for c in commands), commands  # no job consumers
     finally:
-        ui.send_signal(signal.SIGINT)
-        ui.wait(timeout=60)
+        os.killpg(ui.pid, signal.SIGINT)  # Ctrl-C in a terminal: to the whole foreground group
+        rest_of_stdout, stderr = ui.communicate(timeout=60)
     assert ui.returncode == 0
+    # Quiet: the link, then one line on Ctrl-C; no access log, start-up notes, warnings or tracebacks.
+    assert [first, *rest_of_stdout.splitlines(keepends=True)] == [f"MLflow UI: {link}   (Ctrl-C stops it)\n",
+                                                                   "stopped mlflow ui\n"]  # fmt: skip
+    assert stderr == ""
     assert psutil.wait_procs(tree, timeout=30)[1] == []
 
 

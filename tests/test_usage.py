@@ -9,7 +9,7 @@ from omegaconf import OmegaConf
 from src import problem
 from src.config import flatten, load_config
 from src.sampling import make_problem
-from src.usage import EXAMPLES, keys, markdown_table
+from src.usage import EXAMPLES, check_overrides, keys, markdown_table, schema_keys
 from tests.conftest import ROOT, compose_config, run_cli
 
 
@@ -72,3 +72,11 @@ def test_a_refused_config_leaves_no_output_folder(tmp_path, tracking_env):
     alone.mkdir()
     assert run_cli("seed=-1", cwd=alone, env=tracking_env).returncode == 1
     assert list(alone.iterdir()) == []
+
+
+def test_the_override_check_passes_what_hydra_accepts():
+    examples = [shlex.split(c)[3:] for c, _ in EXAMPLES if c.startswith("python -m src.train")]
+    others = ["backend=glob(*)", "+extra=1", "~init", "hydra.run.dir=x", "data={n: 5}", "experiment=[seed_numpy]"]
+    every_key = [f"{key}=1" for key in schema_keys() if key != "backend"]
+    for command in [*examples, others, every_key]:
+        check_overrides([word for word in command if "=" in word])

@@ -107,8 +107,10 @@ def main(argv: list[str] | None = None) -> None:
         metrics = evaluate(x_train, y_train, x_test, y_test, fit["w"], fit["b"], config.data.true_w, config.data.true_b)
         out = Path(args.plots)
         with datafiles.atomic_path(out / "loss.csv") as tmp:
-            table = np.column_stack([step, loss])
-            np.savetxt(tmp, table, delimiter=",", header="step,loss", comments="", fmt=["%d", "%.17g"])
+            table = np.column_stack([step, loss, plots.log10_loss(loss)])  # DVC's chart has a linear axis only
+            np.savetxt(
+                tmp, table, delimiter=",", header="step,loss,log10_loss", comments="", fmt=["%d", "%.17g", "%.17g"]
+            )
         plots.save(plots.plot_loss(step, loss, optimum=metrics["optimal_loss"]), out / "loss.png")
         figure = plots.plot_evaluation(
             x_train, y_train, x_test, y_test, fit["w"], fit["b"], metrics["w_star"], metrics["b_star"]
@@ -119,8 +121,9 @@ def main(argv: list[str] | None = None) -> None:
 
         with tracking.store_errors(tracking.tracking_uri()):
             client = tracking.current_client()
-            tracking.log_params_and_history(client, run_id, params={}, history={}, final=metrics)
-            tracking.log_dataset(run_id, x_test, y_test, name="test", context="evaluation", source=args.test)
+            test_set = tracking.log_dataset(run_id, x_test, y_test, name="test", context="evaluation", source=args.test)
+            scores = tracking.scores(metrics, tracking.model_id(client.get_run(run_id)), test_set)
+            tracking.log_params_and_history(client, run_id, params={}, history={}, final=scores)
             for name in ("loss.csv", "loss.png", "fit.png"):
                 client.log_artifact(run_id, str(out / name), artifact_path="evaluation")
             client.log_artifact(run_id, args.metrics, artifact_path="evaluation")

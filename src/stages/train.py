@@ -44,7 +44,16 @@ def main(argv: list[str] | None = None) -> None:
         data = problem.Problem(x.astype(dtype), y.astype(dtype), float(start["w0"]), float(start["b0"]))
         out = Path(args.out)
         held_out = x_test.astype(dtype), y_test.astype(dtype)
-        result = train(config, resolved, data, out, provenance(args.train), data_source=args.train, held_out=held_out)
+        result = train(
+            config,
+            resolved,
+            data,
+            out,
+            provenance(args.train),
+            data_source=args.train,
+            held_out=held_out,
+            held_out_source=args.test,
+        )
         datafiles.write_json(out / "fit.json", {"w": result.w, "b": result.b, "final_loss": result.loss})
         log_summary(result, config.experiment_name)
         with tracking.store_errors(tracking.tracking_uri()):
