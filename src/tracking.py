@@ -17,6 +17,7 @@ import platform
 import signal
 import socket
 import sqlite3
+import stat
 import subprocess
 import tempfile
 import time
@@ -65,8 +66,8 @@ def open_experiment(uri: str, name: str) -> tuple[MlflowClient, str]:
         _check_server(uri)
     elif db is None and "://" in uri:
         _check_database(uri)
-    if db is not None and db.is_dir():
-        raise TrackingError(f"the MLflow store {uri} is a directory, not a database file; move it aside, or point "
+    if db is not None and db.exists() and not db.is_file():
+        raise TrackingError(f"the MLflow store {uri} is {_file_kind(db)}, not a database file; point "
                             "MLFLOW_TRACKING_URI at a file, e.g. sqlite:////absolute/path/mlflow.db")  # fmt: skip
     # MLflow logs every store error with its traceback, then raises it; it is reported here in one line.
     logging.getLogger("mlflow.store.db.utils").setLevel(logging.CRITICAL)
@@ -79,6 +80,8 @@ def open_experiment(uri: str, name: str) -> tuple[MlflowClient, str]:
             experiment_id = _get_or_create_experiment(client, name, artifact_location=None)
             close_stale_runs(client, experiment_id)
             return client, experiment_id
+        if db.exists() and db.stat().st_size > 0:
+            _store_schema_and_runs(db)  # refuses another program's file before a lock file is made beside it
         db.parent.mkdir(parents=True, exist_ok=True)
         with _exclusive_lock(db.with_name(db.name + ".lock")):
             _prepare_store(db)
@@ -181,31 +184,60 @@ def _experiment_exists(db: Path, name: str) -> bool:
         return False  # not initialised yet: take the lock and let MLflow do it
 
 
+def _file_kind(path: Path) -> str:
+    """What `path` is, when it is not a regular file: "a directory", "a character device", ..."""
+    mode = path.stat().st_mode
+    kinds = [(stat.S_ISDIR, "a directory"), (stat.S_ISCHR, "a character device"), (stat.S_ISBLK, "a block device"),
+             (stat.S_ISFIFO, "a FIFO"), (stat.S_ISSOCK, "a socket")]  # fmt: skip
+    return next((kind for test, kind in kinds if test(mode)), "not a regular file")
+
+
 def _prepare_store(db: Path) -> None:
     """Make `db` a complete MLflow store of this MLflow's schema, or say why it cannot be.
 
     A new store is created and migrated under a temporary name, then renamed into place, so
     an interrupt or a full disk during the ~1 s of migration leaves no store rather than a
-    half-migrated one, which MLflow could never open again. A store of another schema that
-    holds no run (one half-created by an older version of this code, say) is moved aside and
-    rebuilt; one that holds runs is left alone, with the fix named. Call under the store's lock.
+    half-migrated one, which MLflow could never open again. Only a file with nothing in it (made
+    by `touch`, say) is replaced; any other file is never moved, replaced or changed: another
+    program's database, or a store of another MLflow schema, is refused with the fix named.
+    Call under the store's lock.
     """
+    if not _is_complete_store(db):
+        _create_store(db)
+
+
+def _is_complete_store(db: Path) -> bool:
+    """Whether `db` is a complete MLflow store of this MLflow's schema; False when there is no file
+    or an empty one, which a new store may take the place of. Anything else raises TrackingError."""
     from mlflow.store.db.utils import _get_latest_schema_revision
 
+    if not db.exists() or db.stat().st_size == 0:
+        return False
+    version, runs = _store_schema_and_runs(db)
     head = _get_latest_schema_revision()
-    if db.exists():
-        version, runs = _schema_and_runs(db)
-        if version == head:
-            return
-        if runs:
-            raise TrackingError(
-                f"{db} has MLflow schema {version or 'none'} and {runs} runs, but MLflow "
-                f"{metadata.version('mlflow')} needs schema {head}: back it up, then run "
-                f"`mlflow db upgrade sqlite:///{db}`, or move it aside to start a fresh store"
-            )
-        aside = db.with_name(f"{db.name}.incomplete-{int(time.time())}")
-        os.replace(db, aside)
-        log.warning("%s was an incomplete MLflow store (schema %s, no runs); moved it to %s", db, version, aside.name)
+    if version != head:
+        raise TrackingError(
+            f"{db} has MLflow schema {version} and {runs} runs, but MLflow {metadata.version('mlflow')} needs "
+            f"schema {head}: back it up, then run `mlflow db upgrade sqlite:///{db}`, or point "
+            "MLFLOW_TRACKING_URI at another file to start a fresh store"
+        )
+    return True
+
+
+def _store_schema_and_runs(db: Path) -> tuple[str, int]:
+    """The MLflow schema version of the SQLite file `db`, and how many runs it holds; TrackingError
+    when it is a database but not an MLflow store (another program's)."""
+    version, runs, tables = _schema_and_runs(db)
+    if version is None or not {"experiments", "runs"} <= tables:
+        listed = ", ".join(sorted(tables)[:5]) + (", ..." if len(tables) > 5 else "") if tables else "none"
+        raise TrackingError(
+            f"{db} is an SQLite database but not an MLflow store (its tables: {listed}); it is left as it is: "
+            "point MLFLOW_TRACKING_URI at another file, e.g. sqlite:////absolute/path/mlflow.db"
+        )
+    return version, runs
+
+
+def _create_store(db: Path) -> None:
     building = db.with_name(f".{db.name}.building")
     building.unlink(missing_ok=True)  # left by a creation that was killed
     try:
@@ -230,15 +262,16 @@ def _check_writable(db: Path) -> None:
         con.rollback()
 
 
-def _schema_and_runs(db: Path) -> tuple[str | None, int]:
-    """The alembic schema version of an SQLite store (None when it has none) and how many runs it holds."""
+def _schema_and_runs(db: Path) -> tuple[str | None, int, set[str]]:
+    """The alembic schema version of an SQLite database (None when it has none), how many MLflow
+    runs it holds, and its tables."""
     with closing(sqlite3.connect(f"file:{db}?mode=ro", uri=True)) as con:
         tables = {name for (name,) in con.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
         version = (
             con.execute("SELECT version_num FROM alembic_version").fetchone() if "alembic_version" in tables else None
         )
         runs = con.execute("SELECT COUNT(*) FROM runs").fetchone()[0] if "runs" in tables else 0
-    return (version[0] if version else None), runs
+    return (version[0] if version else None), runs, tables
 
 
 @contextmanager

@@ -5,6 +5,7 @@ import os
 import re
 import signal
 import sqlite3
+import stat
 import subprocess
 import sys
 import time
@@ -19,7 +20,7 @@ import pytest
 from mlflow.tracking import MlflowClient
 
 from src import tracking
-from tests.conftest import BIN, ROOT, run_cli, run_statuses, train_here
+from tests.conftest import BIN, ROOT, copy_store, run_cli, run_statuses, train_here
 
 pytestmark = pytest.mark.slow
 LONG_RUN = ["data.n=200000", "steps=1000000", "lr=1e-6"]  # minutes of stable training (the bound is ≈ 9e-6)
@@ -176,25 +177,67 @@ def test_store_creation_interrupted_at_twenty_points_never_leaves_a_broken_store
         assert creator.wait(timeout=60) == 0
 
 
-def test_a_half_created_store_without_runs_is_rebuilt_and_one_with_runs_is_named(tmp_path):
-    db = tmp_path / "mlflow.db"
-    with closing(sqlite3.connect(db)) as con:  # what an interrupted migration by MLflow itself leaves
-        con.execute("CREATE TABLE experiments (experiment_id INTEGER, name TEXT)")
-        con.execute("CREATE TABLE spans (id INTEGER)")
-        con.commit()
-    client, experiment_id = tracking.open_experiment(f"sqlite:///{db}", "autograd-fit")
-    assert client.get_experiment(experiment_id).name == "autograd-fit"
-    assert len(list(tmp_path.glob("mlflow.db.incomplete-*"))) == 1  # kept, not deleted
+def _older_schema_store(db: Path, migrated_store: Path) -> None:
+    """A real MLflow store of the schema before this MLflow's, made by MLflow's own migration downgrade."""
+    import alembic.command
+    import sqlalchemy
+    from mlflow.store.db.utils import _get_alembic_config
 
-    other = tmp_path / "other.db"
-    with closing(sqlite3.connect(other)) as con:
+    copy_store(migrated_store, db)
+    config = _get_alembic_config(f"sqlite:///{db}")
+    engine = sqlalchemy.create_engine(f"sqlite:///{db}")
+    with engine.begin() as connection:
+        config.attributes["connection"] = connection
+        alembic.command.downgrade(config, "-1")
+    engine.dispose()
+
+
+def test_only_an_empty_file_becomes_a_store_and_no_other_file_is_touched(tmp_path, migrated_store):
+    empty = tmp_path / "empty" / "mlflow.db"  # `touch mlflow.db`: nothing in it to lose
+    empty.parent.mkdir()
+    empty.touch()
+    client, experiment_id = tracking.open_experiment(f"sqlite:///{empty}", "autograd-fit")
+    assert client.get_experiment(experiment_id).name == "autograd-fit"
+
+    def refused(db: Path, why: str, lock: bool = False) -> None:
+        """Refused in one line naming `db`; nothing moved, changed or made beside it, but for an MLflow
+        store the lock file (`lock`) that every run of it takes."""
+        folder, before = db.parent, db.read_bytes() if db.is_file() else None
+        listing = sorted([*folder.iterdir(), *([db.with_name(db.name + ".lock")] if lock else [])])
+        with pytest.raises(tracking.TrackingError, match=why) as refusal:
+            tracking.open_experiment(f"sqlite:///{db}", "autograd-fit")
+        assert str(db) in str(refusal.value) and "\n" not in str(refusal.value)
+        assert sorted(folder.iterdir()) == listing, "a file was moved, or one was left beside it"
+        assert before is None or db.read_bytes() == before
+
+    (tmp_path / "optuna").mkdir()  # another program's database, with its data
+    study = tmp_path / "optuna" / "study.db"
+    with closing(sqlite3.connect(study)) as con, con:
+        con.execute("CREATE TABLE studies (study_id INTEGER, study_name TEXT)")
+        con.execute("INSERT INTO studies VALUES (1, 'lr_search')")
+    refused(study, r"is an SQLite database but not an MLflow store \(its tables: studies\); it is left as it is")
+
+    (tmp_path / "half").mkdir()  # MLflow's tables, but no schema version: not a store MLflow can open
+    half = tmp_path / "half" / "mlflow.db"
+    with closing(sqlite3.connect(half)) as con, con:
+        con.execute("CREATE TABLE experiments (experiment_id INTEGER, name TEXT)")
         con.execute("CREATE TABLE runs (run_uuid TEXT)")
-        con.execute("INSERT INTO runs VALUES ('abc')")
-        con.commit()
-    done = run_cli("steps=5", cwd=tmp_path, env={**_env(), "MLFLOW_TRACKING_URI": f"sqlite:///{other}"})
-    assert done.returncode == 1 and "Traceback" not in done.stderr
-    [line] = [ln for ln in done.stderr.splitlines() if ln.startswith("error:")]
-    assert "has MLflow schema none and 1 runs" in line and "mlflow db upgrade" in line
+    refused(half, r"not an MLflow store \(its tables: experiments, runs\)")
+
+    (tmp_path / "older").mkdir()
+    older = tmp_path / "older" / "mlflow.db"
+    _older_schema_store(older, migrated_store)
+    refused(older, r"has MLflow schema \w+ and 0 runs, but MLflow .* needs schema \w+: back it up, then run `mlflow db",
+            lock=True)  # fmt: skip
+
+    (tmp_path / "device").mkdir()  # what sqlite:////dev/null points at
+    device = tmp_path / "device" / "null"
+    try:
+        os.mknod(device, 0o666 | stat.S_IFCHR, os.makedev(1, 3))
+    except PermissionError:
+        pytest.skip("mknod needs root")
+    refused(device, "is a character device, not a database file")
+    assert stat.S_ISCHR(device.stat().st_mode)
 
 
 @contextmanager
