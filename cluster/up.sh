@@ -137,7 +137,7 @@ STORE=postgresql+psycopg://postgres@127.0.0.1:$PG_PORT/mlflow
 
 # --- mlflow server: PostgreSQL store, artifacts proxied to a local folder -----------------------
 if ! alive "$CLUSTER_DIR/mlflow.pid"; then
-    MLFLOW_SERVER_ENABLE_JOB_EXECUTION=false setsid "$MLFLOW" server \
+    MLFLOW_SERVER_ENABLE_JOB_EXECUTION=false MLFLOW_DISABLE_TELEMETRY=${MLFLOW_DISABLE_TELEMETRY:-true} setsid "$MLFLOW" server \
         --backend-store-uri "$STORE" --artifacts-destination "$CLUSTER_DIR/artifacts" \
         --host 127.0.0.1 --port "$MLFLOW_PORT" --workers 2 >"$LOGS/mlflow.log" 2>&1 &
     echo $! >"$CLUSTER_DIR/mlflow.pid"

@@ -5,6 +5,11 @@ import os
 import signal
 import sys
 
+# MLflow sends usage telemetry by default (a lookup of config.mlflow-telemetry.io, then reports),
+# and decides once, as it is imported: off, in every process this package starts, unless the
+# user turned it on (MLFLOW_DISABLE_TELEMETRY=false).
+os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
+
 
 def _end_quietly_while_starting(signum, frame):  # noqa: ARG001
     sys.stderr.write(f"interrupted ({signal.Signals(signum).name}) while starting; nothing was run\n")

@@ -111,6 +111,9 @@ def train(
         )
         w, b = (float(history.w[-1]), float(history.b[-1])) if len(history.w) else (w0, b0)
         final_loss = problem.loss(x, y, w, b)
+        # Checked here for every backend, whatever it checks itself: a loss that is not finite at any
+        # step, or at the end, is a divergence, never a FINISHED run with a model.
+        diverged = history.diverged or not (np.isfinite(history.loss).all() and math.isfinite(final_loss))
         files = _run_files(x, y, history, w, b, OmegaConf.to_yaml(resolved))
         datafiles.write_files(output_dir, files)
         train_set = tracking.log_dataset(run_id, x, y, name="train", context="training", source=data_source)
@@ -120,7 +123,7 @@ def train(
         # The held-out MSE is logged with the fit, so that a FINISHED run always holds its score: a
         # resumed sweep reads it back as the objective, and the model registry ranks versions by it.
         final = []
-        if not history.diverged:
+        if not diverged:
             # before the histories: MLflow copies every metric the run has at step 0 onto a new model
             # and reads all their histories to do it, which would cost as much as logging them
             model_id = tracking.log_model(w, b, x_example=x[:: max(1, len(x) // 5)][:5])
@@ -138,10 +141,12 @@ def train(
             final=final,
         )
         tracking.log_files(client, run_id, files)  # what this run made, not what its folder holds now
-        if history.diverged:
+        if diverged:
             client.set_tag(run_id, sweep.DIVERGED_TAG, "true")
-            raise TrainingDiverged(_divergence(len(history.step) and history.step[-1] + 1, history.loss, final_loss,
-                                               config.lr, bound))  # fmt: skip
+            bad = np.flatnonzero(~np.isfinite(history.loss))
+            step = history.step[bad[0]] if bad.size else len(history.step) and history.step[-1] + 1
+            next_loss = math.inf if bad.size else final_loss
+            raise TrainingDiverged(_divergence(step, history.loss, next_loss, config.lr, bound))
     return Result(run_id, experiment_id, loss=final_loss, w=w, b=b, test_mse=test_mse)
 
 
@@ -182,6 +187,11 @@ def _check_memory(n: int) -> None:
 
 def _divergence(step: int, loss: np.ndarray, next_loss: float, lr: float, bound: float) -> str:
     """What stopped a diverging run, for its `error` tag and the console."""
+    if step == 0 and not math.isfinite(next_loss):  # before any step: no lr is to blame
+        return (
+            "the loss is not finite at the start (step 0): the data or the initial w, b are too large for the "
+            "dtype, so 0.5·Σ(ŷ − y)² overflows; scale the data down (data.true_w, data.true_b, data.noise)"
+        )
     if not math.isfinite(next_loss):
         what = f"the loss became non-finite at step {step}"
     else:

@@ -19,8 +19,10 @@ import pandas as pd
 import pytest
 from mlflow.tracking import MlflowClient
 
+import src.train as train_module
 from src.backends import load_fit
 from src.config import load_config
+from src.errors import TrainingDiverged
 from src.sampling import make_problem
 from tests.conftest import ROOT, compose_config, mlflow_service, rest, run_cli, train_here
 
@@ -169,6 +171,31 @@ def test_divergence_stops_the_run_and_fails_it(lr, stop, tmp_path, tracking_env)
     assert run.data.tags["error"] == line.removeprefix("error: ")
     loss = [p.value for p in client.get_metric_history(run.info.run_id, "train/loss")]
     assert len(loss) == step and np.isfinite(loss).all()  # no step was run on a non-finite loss
+
+
+@pytest.mark.parametrize("backend", ["numpy", "torch"])
+def test_a_loss_not_finite_from_the_start_fails_the_run_whatever_the_threshold(backend, tmp_path, tracking_env):
+    with pytest.raises(TrainingDiverged, match=r"not finite at the start \(step 0\).*scale the data down"):
+        train_here(f"backend={backend}", "data.true_w=1e300", output_dir=tmp_path / "out")
+    client, [run] = _runs(tracking_env["MLFLOW_TRACKING_URI"])
+    assert run.info.status == "FAILED" and run.data.tags["diverged"] == "true"
+    assert not run.outputs.model_outputs and "final_loss" not in run.data.metrics
+
+
+def test_a_backend_that_misses_a_non_finite_loss_still_fails_its_run(tmp_path, tracking_env, monkeypatch):
+    """The check is the pipeline's, not each backend's: a History that says it converged, with an
+    infinite loss in it, still ends FAILED, with no model."""
+    fit = load_fit("numpy")
+
+    def forgetful(*args, **kwargs):
+        history = fit(*args, **kwargs)
+        return history._replace(loss=np.where(history.step == 3, np.inf, history.loss), diverged=False)
+
+    monkeypatch.setattr(train_module, "load_fit", lambda backend: forgetful)
+    with pytest.raises(TrainingDiverged, match="the loss became non-finite at step 3 "):
+        train_here("steps=10", output_dir=tmp_path / "out")
+    client, [run] = _runs(tracking_env["MLFLOW_TRACKING_URI"])
+    assert run.info.status == "FAILED" and not run.outputs.model_outputs
 
 
 def _on_a_terminal(args: list[str], cwd, env) -> tuple[int, str]:

@@ -57,7 +57,8 @@ def rise_limit(y: np.ndarray) -> tuple[float, float]:
     which grows geometrically, crosses it within a few steps.
     """
     eps = float(np.finfo(y.dtype).eps)
-    return math.sqrt(eps), 16 * eps * 0.5 * float(np.sum(np.square(y, dtype=np.float64)))
+    with np.errstate(over="ignore"):  # data near float64's limit: an infinite floor, and the loss is infinite too
+        return math.sqrt(eps), 16 * eps * 0.5 * float(np.sum(np.square(y, dtype=np.float64)))
 
 
 def first_bad_step(loss: np.ndarray, rel: float, floor: float) -> int:

@@ -105,7 +105,7 @@ def fit(
         for i in progress(range(steps)) if progress else range(steps):
             previous = loss
             loss, grad_w, grad_b = loss_and_grad(x2, y, w, b, r, r_x2, blocks, tree)
-            if not loss <= limit:  # risen, or not finite (NaN compares false)
+            if not (math.isfinite(loss) and loss <= limit):  # not finite (from the first step on), or risen
                 diverged, i, loss = True, i - 1, previous  # the last step done is the one before
                 break
             limit = loss * (1 + rel) + floor

@@ -58,7 +58,7 @@ def fit(
         loss = F.mse_loss(y_pred, y, reduction="sum") / 2
         previous, value = value, (loss.item() if on_cpu else loss.detach())
         if on_cpu:
-            if not value <= limit:  # risen, or not finite (NaN compares false)
+            if not (math.isfinite(value) and value <= limit):  # not finite (from the first step on), or risen
                 done, value = i, previous
                 break
             limit = value * (1 + rel) + floor
