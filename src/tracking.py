@@ -417,14 +417,17 @@ def log_model(w: float, b: float, x_example: np.ndarray) -> str:
     example = pd.DataFrame({"x": np.asarray(x_example, dtype=np.float64)})
     prediction = w * example["x"].to_numpy() ** 2 + b
     logging.getLogger("mlflow.pyfunc").setLevel(logging.WARNING)  # "Validating input example ...", every run
-    info = mlflow.pyfunc.log_model(
-        name="model",
-        python_model=str(MODEL_CODE),
-        model_config={"w": float(w), "b": float(b)},
-        signature=infer_signature(example, prediction),
-        input_example=example,
-        pip_requirements=[f"mlflow=={metadata.version('mlflow')}", f"numpy=={metadata.version('numpy')}"],
-    )
+    with tempfile.TemporaryDirectory(prefix="model-code-") as private:
+        code = Path(private) / MODEL_CODE.name  # written here, so with the mode the umask gives: MLflow
+        code.write_bytes(MODEL_CODE.read_bytes())  # copies the file's own mode into the artifacts
+        info = mlflow.pyfunc.log_model(
+            name="model",
+            python_model=str(code),
+            model_config={"w": float(w), "b": float(b)},
+            signature=infer_signature(example, prediction),
+            input_example=example,
+            pip_requirements=[f"mlflow=={metadata.version('mlflow')}", f"numpy=={metadata.version('numpy')}"],
+        )
     mlflow.set_tag(MODEL_URI_TAG, info.model_uri)
     return info.model_id
 

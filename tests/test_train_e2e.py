@@ -198,6 +198,18 @@ def test_a_backend_that_misses_a_non_finite_loss_still_fails_its_run(tmp_path, t
     assert run.info.status == "FAILED" and not run.outputs.model_outputs
 
 
+def test_every_file_and_folder_follows_the_umask_exactly(tmp_path, new_store_env):
+    """The store, the run's folder and every artifact (the model's code too) take their mode from the
+    umask, whatever it is: none is left 0600 by a temporary file, nor keeps a source file's mode."""
+    done = subprocess.run([sys.executable, "-m", "src.train", "steps=5"], cwd=tmp_path, env=new_store_env,
+                          capture_output=True, text=True, timeout=120, preexec_fn=lambda: os.umask(0o027))  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    made = list(tmp_path.rglob("*"))  # mlflow.db, mlruns/, outputs/
+    assert len(made) > 20
+    assert {oct(p.stat().st_mode & 0o777) for p in made if p.is_file()} == {"0o640"}
+    assert {oct(p.stat().st_mode & 0o777) for p in made if p.is_dir()} == {"0o750"}
+
+
 def _on_a_terminal(args: list[str], cwd, env) -> tuple[int, str]:
     """Run the CLI with stderr on a pseudo-terminal; return its exit status and what the terminal showed."""
     controller, terminal = pty.openpty()
