@@ -12,10 +12,14 @@ folders inside their sweep's own folder. A folder given on the command line
 from __future__ import annotations
 
 import itertools
+import os
+import tempfile
 from pathlib import Path
 
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, open_dict, read_write
+
+from src.errors import ConfigError
 
 
 def claim(folder: Path) -> Path:
@@ -29,6 +33,19 @@ def claim(folder: Path) -> Path:
         except FileExistsError:
             continue
     raise AssertionError("unreachable")
+
+
+def check_can_make(folder: Path, key: str) -> None:
+    """Refuse, before Hydra makes it, a run or sweep folder (`key`: hydra.run.dir, hydra.sweep.dir)
+    that cannot be made or written: a file in its place, or a read-only place to make it in."""
+    if folder.exists() and not folder.is_dir():
+        raise ConfigError(f"{key}={folder}: that is a file, not a folder; choose another {key}")
+    existing = next(p for p in [folder, *folder.parents] if p.exists())
+    try:
+        os.rmdir(tempfile.mkdtemp(prefix=".can-make-", dir=existing))  # the test: make a folder there, and remove it
+    except OSError as e:
+        raise ConfigError(f"{key}={folder}: no folder can be made in {existing} ({e.strerror}); choose another "
+                          f"{key}") from None  # fmt: skip
 
 
 def _given_on_command_line(config: DictConfig, key: str) -> bool:

@@ -61,6 +61,7 @@ def open_experiment(uri: str, name: str) -> tuple[MlflowClient, str]:
     at once. Once the experiment exists, processes open the store without waiting.
     See `_prepare_store` for how a store is created.
     """
+    check_uri(uri)
     db = _sqlite_path(uri)
     if is_server(uri):
         _check_server(uri)
@@ -110,6 +111,24 @@ def shown(uri: str) -> str:
     if _sqlite_path(uri) is not None or "://" not in uri or is_server(uri):
         return uri
     return make_url(uri).render_as_string(hide_password=True)
+
+
+def check_uri(uri: str) -> None:
+    """Refuse, in one line and before anything is made, a tracking URI that runs cannot be recorded
+    into: an in-memory SQLite database, a file store (a folder), or a database with no driver here."""
+    fix = "use sqlite:////absolute/path/mlflow.db, a database (postgresql+psycopg://...), or a server (http://...)"
+    if uri.startswith("sqlite:") and not uri.startswith("sqlite:///"):
+        raise TrackingError(f"MLFLOW_TRACKING_URI={uri} is an in-memory SQLite database, which keeps no run; {fix}")
+    if is_server(uri) or uri.startswith("sqlite:///"):
+        return
+    if "://" not in uri or uri.startswith("file:"):
+        raise TrackingError(f"MLFLOW_TRACKING_URI={uri} is a file store (a folder of runs), which this project does "
+                            f"not record into; {fix}")  # fmt: skip
+    try:
+        make_url(uri).get_dialect().import_dbapi()
+    except (SQLAlchemyError, ImportError) as e:
+        raise TrackingError(f"MLFLOW_TRACKING_URI={shown(uri)}: no database driver for it is installed here "
+                            f"({str(e).strip().splitlines()[0]}); {fix}") from e  # fmt: skip
 
 
 def _check_database(uri: str) -> None:

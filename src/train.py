@@ -23,7 +23,7 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
-from src import datafiles, errors, plots, problem, sweep, tracking, usage
+from src import datafiles, errors, plots, problem, run_folders, sweep, tracking, usage
 from src.backends import History, estimated_seconds, kept_steps, load_fit, resolve_device
 from src.config import Objective, TrainConfig, flatten, load_config
 from src.errors import ConfigError, DataFileError, TrainingDiverged, UserError, clean_exit
@@ -311,7 +311,17 @@ def check_command_line(argv: list[str]) -> None:
     if any(arg.startswith(("-cn", "-cd", "-cp", "--config")) for arg in argv):
         return
     refuse_plus_on_presets(argv)
-    usage.check_overrides([arg for arg in argv if "=" in arg and not arg.startswith("-")])
+    overrides = [arg for arg in argv if "=" in arg and not arg.startswith("-")]
+    usage.check_overrides(overrides)
+    tracking.check_uri(tracking.tracking_uri())
+    given = dict(override.split("=", 1) for override in overrides)
+    folder_key = "hydra.sweep.dir" if {"-m", "--multirun"} & set(argv) or "search" in given else "hydra.run.dir"
+    folder = given.get(folder_key, "outputs" if folder_key == "hydra.run.dir" else "multirun")  # conf's, in cwd
+    if "${" not in folder:  # an interpolation is resolved by Hydra
+        run_folders.check_can_make(Path(folder).absolute(), folder_key)
+    trials = given.get("hydra.sweeper.n_trials", "1")
+    if trials.lstrip("-").isdigit() and int(trials) < 1:
+        raise ConfigError(f"hydra.sweeper.n_trials={trials}: a search needs at least 1 trial")
 
 
 def refuse_plus_on_presets(overrides: list[str]) -> None:

@@ -123,6 +123,11 @@ KEY_LIST = "(python -m src.train --help lists every key)"
         ("search=null", "error: search 'null' is not one of: optuna_lr"),
         ("device=cuda", "error: config key 'device': the numpy backend runs on the CPU only; use backend=torch"),
         ("backend=torch device=cuda", "error: config key 'device': device=cuda was asked for, but this torch "),
+        ("backend=3", "error: backend '3' is not one of: numpy, torch"),
+        ("experiment=1", "error: experiment '1' is not one of: seed_numpy, seed_torch"),
+        ("search=optuna_lr hydra.sweeper.n_trials=0", "error: hydra.sweeper.n_trials=0: a search needs at least 1"),
+        ("hydra.run.dir=/proc/run", "error: hydra.run.dir=/proc/run: no folder can be made in /proc"),
+        ("-m lr=0.1,0.2 hydra.sweep.dir=/proc/sweep", "error: hydra.sweep.dir=/proc/sweep: no folder can be made in"),
     ],
 )
 def test_cli_refuses_bad_config_in_one_line_before_any_work(command_line, says, tmp_path: Path, new_store_env):
@@ -134,6 +139,36 @@ def test_cli_refuses_bad_config_in_one_line_before_any_work(command_line, says, 
     assert line.startswith(says), line
     assert "hunter2" not in line
     assert list(tmp_path.iterdir()) == [], "a run that never started left a store or a folder"
+
+
+@pytest.mark.slow
+def test_a_file_where_the_run_folder_would_go_is_one_line(tmp_path: Path, tracking_env):
+    (tmp_path / "taken").write_text("a user's file")
+    for folder, says in [("taken", "that is a file, not a folder"), ("taken/run", "no folder can be made in")]:
+        done = run_cli(f"hydra.run.dir={tmp_path / folder}", cwd=tmp_path, env=tracking_env)
+        assert done.returncode == 1
+        [line] = done.stderr.splitlines()
+        assert line.startswith(f"error: hydra.run.dir={tmp_path / folder}: {says}"), line
+    assert (tmp_path / "taken").read_text() == "a user's file"
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    "uri,says",
+    [
+        ("sqlite://", "is an in-memory SQLite database, which keeps no run"),
+        ("file:///tmp/runs", "is a file store (a folder of runs), which this project does not record into"),
+        ("./mlruns", "is a file store"),
+        ("mysql://user:hunter2@127.0.0.1:3306/runs", "mysql://user:***@127.0.0.1:3306/runs: no database driver"),
+    ],
+)
+def test_a_tracking_uri_runs_cannot_go_to_is_one_line_before_any_work(uri, says, tmp_path: Path, new_store_env):
+    for command_line in (["steps=5"], ["-m", "lr=0.001,0.002"]):
+        done = run_cli(*command_line, cwd=tmp_path, env={**new_store_env, "MLFLOW_TRACKING_URI": uri})
+        assert done.returncode == 1 and done.stdout == ""
+        [line] = done.stderr.splitlines()
+        assert says in line and line.endswith("or a server (http://...)") and "hunter2" not in line
+        assert list(tmp_path.iterdir()) == []
 
 
 def test_flatten_joins_nested_keys():

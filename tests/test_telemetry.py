@@ -20,7 +20,7 @@ from tests.conftest import BIN, ROOT
 
 pytestmark = pytest.mark.slow
 
-RECORDER = '''
+RECORDER = """
 import os, sys
 
 def _record(event, args):
@@ -31,7 +31,7 @@ def _record(event, args):
 with open(os.environ["NETWORK_LOG"], "a") as log:
     log.write("process started\\n")
 sys.addaudithook(_record)
-'''
+"""
 
 
 def _plain_env(tmp_path: Path, **extra: str) -> dict[str, str]:
