@@ -21,7 +21,9 @@ if LEAN_START:  # the imports below make millions of objects and no garbage: no 
 
     gc.disable()
 
+import json  # noqa: E402
 import os  # noqa: E402
+import tempfile  # noqa: E402
 from pathlib import Path  # noqa: E402
 
 import matplotlib  # noqa: E402
@@ -70,14 +72,16 @@ def main() -> None:
         mlflow.log_input(train_set, context="training")
         mlflow.log_input(test_set, context="evaluation")
         example = pd.DataFrame({"x": x[:5]})
-        model = mlflow.pyfunc.log_model(
-            name="model",
-            python_model=str(ROOT / "src" / "model.py"),
-            model_config={"w": w, "b": b},
-            signature=infer_signature(example, w * example["x"].to_numpy() ** 2 + b),
-            input_example=example,
-            pip_requirements=[f"mlflow=={mlflow.__version__}", f"numpy=={np.__version__}"],
-        )
+        with tempfile.TemporaryDirectory() as folder:
+            (Path(folder) / "fit.json").write_text(json.dumps({"w": w, "b": b}))
+            model = mlflow.pyfunc.log_model(
+                name="model",
+                python_model=str(ROOT / "src" / "model.py"),
+                artifacts={"fit": str(Path(folder) / "fit.json")},
+                signature=infer_signature(example, w * example["x"].to_numpy() ** 2 + b),
+                input_example=example,
+                pip_requirements=[f"mlflow=={mlflow.__version__}", f"numpy=={np.__version__}"],
+            )
 
         series = {"loss": history.loss, "log10_loss": np.log10(history.loss), "w": history.w, "b": history.b}
         metrics = [

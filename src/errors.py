@@ -7,6 +7,7 @@ import gc
 import logging
 import os
 import signal
+import sys
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -118,3 +119,17 @@ def clean_exit() -> Iterator[None]:
         where = f" {e.filename}" if e.filename else ""
         fix = "free some space or fix the permissions there"
         raise SystemExit(f"error: cannot write{where}: {e.strerror or e}; {fix}") from None
+
+
+def end_with_parent() -> None:
+    """Ask Linux to send this process SIGTERM when its parent dies (prctl PR_SET_PDEATHSIG): a DVC
+    stage whose `dvc` died, or a sweep's worker whose sweep did, then ends as on SIGTERM (its run
+    KILLED, no file half-written) instead of working on for nobody."""
+    if not sys.platform.startswith("linux"):
+        return
+    import ctypes
+
+    parent = os.getppid()
+    ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM)  # 1: PR_SET_PDEATHSIG
+    if os.getppid() != parent:  # it died before the request took effect
+        os.kill(os.getpid(), signal.SIGTERM)

@@ -25,7 +25,10 @@ import logging
 import math
 import os
 import shutil
+import signal
+import socket
 import subprocess
+import threading
 import time
 from collections.abc import Mapping
 from pathlib import Path
@@ -40,6 +43,7 @@ from omegaconf import DictConfig, OmegaConf
 from src import datafiles, errors, plots, tracking
 
 PARENT_RUN_ENV = "SWEEP_PARENT_RUN_ID"
+SWEEP_PID_ENV, SWEEP_HOST_ENV = "SWEEP_PID", "SWEEP_HOST"  # the sweep's own process, which launches the jobs
 RESUMED_AT_ENV = "SWEEP_RESUMED_AT"  # set in a resumed sweep: when this attempt began, in ms since the epoch
 SWEEP_KEY_TAG = "sweep_key"
 JOB_KEY_TAG = "sweep_job_key"
@@ -49,6 +53,41 @@ TABLE_COLUMNS = ("job", "backend", "lr", "seed", "status", "final_loss", "object
 OBJECTIVE_METRIC = {"train_loss": "final_loss", "test_mse": "test_mse"}
 
 log = logging.getLogger(__name__)
+
+
+_watching: list[psutil.Process] = []  # the sweep's process, once a job in this worker has started to watch it
+
+
+def watch_the_sweep() -> None:
+    """In a job that runs outside the sweep's own process, on its machine (a joblib or submitit_local
+    worker): when the sweep's process dies, even by SIGKILL, this process gets SIGTERM, which ends
+    the job's run KILLED; `leave_if_the_sweep_is_gone` then ends the worker. No worker trains on, or
+    logs its job under a parent run that nobody will close. (The basic launcher runs jobs in the
+    sweep's own process; on Slurm the sweep's process is on another machine, and `scancel` stops jobs.)"""
+    pid, host = os.environ.get(SWEEP_PID_ENV, ""), os.environ.get(SWEEP_HOST_ENV)
+    if _watching or not pid or int(pid) == os.getpid() or host != socket.gethostname():
+        return
+    try:
+        sweep = psutil.Process(int(pid))
+    except psutil.NoSuchProcess:
+        os.kill(os.getpid(), signal.SIGTERM)
+        return
+    _watching.append(sweep)
+
+    def watch() -> None:
+        while sweep.is_running():  # its PID and start time: a reused PID is not the sweep
+            time.sleep(0.5)
+        os.kill(os.getpid(), signal.SIGTERM)
+
+    threading.Thread(target=watch, name="watch-the-sweep", daemon=True).start()
+
+
+def leave_if_the_sweep_is_gone() -> None:
+    """End this worker process, once its job has ended, if the sweep that started it is gone: a pool's
+    worker would otherwise wait on for jobs that will never come."""
+    if _watching and not _watching[0].is_running():
+        logging.shutdown()
+        os._exit(130)
 
 
 def sweep_parent() -> str | None:
@@ -241,6 +280,7 @@ class MlflowSweepCallback(Callback):
             tracking.log_params_and_history(client, self._parent, params=params, history={}, final=[])
             log.info("sweep parent MLflow run %s (%s)", self._parent, name)
         os.environ[PARENT_RUN_ENV] = self._parent
+        os.environ[SWEEP_PID_ENV], os.environ[SWEEP_HOST_ENV] = str(os.getpid()), socket.gethostname()
         if "SlurmLauncher" in str(config.hydra.launcher.get("_target_", "")):  # submitit names job folders by id
             self._slurm_jobs = Path(config.hydra.sweep.dir) / ".submitit"
         atexit.register(self._abandon)  # runs only if the sweep never reaches on_multirun_end
@@ -285,6 +325,8 @@ class MlflowSweepCallback(Callback):
             return None
         parent, self._parent = self._parent, None
         os.environ.pop(PARENT_RUN_ENV, None)
+        os.environ.pop(SWEEP_PID_ENV, None)
+        os.environ.pop(SWEEP_HOST_ENV, None)
         os.environ.pop(RESUMED_AT_ENV, None)
         try:
             rows = self._children(parent, objective_metric)

@@ -11,6 +11,7 @@ import fcntl
 import getpass
 import hashlib
 import io
+import json
 import logging
 import os
 import platform
@@ -427,8 +428,8 @@ def log_model(w: float, b: float, x_example: np.ndarray) -> str:
     """The fit as an MLflow pyfunc model `model` of the active run; returns its id (`m-...`; its
     models:/ URI is tagged on the run).
 
-    The model is `src/model.py`, logged as code, with w and b in its config: loading it needs
-    numpy and mlflow only, not this repository.
+    The model is `src/model.py`, logged as code, with w and b in its artifact `fit.json`: loading
+    it needs numpy and mlflow only, not this repository.
     """
     import pandas as pd
     from mlflow.models import infer_signature
@@ -436,13 +437,14 @@ def log_model(w: float, b: float, x_example: np.ndarray) -> str:
     example = pd.DataFrame({"x": np.asarray(x_example, dtype=np.float64)})
     prediction = w * example["x"].to_numpy() ** 2 + b
     logging.getLogger("mlflow.pyfunc").setLevel(logging.WARNING)  # "Validating input example ...", every run
-    with tempfile.TemporaryDirectory(prefix="model-code-") as private:
-        code = Path(private) / MODEL_CODE.name  # written here, so with the mode the umask gives: MLflow
-        code.write_bytes(MODEL_CODE.read_bytes())  # copies the file's own mode into the artifacts
+    with tempfile.TemporaryDirectory(prefix="model-") as private:
+        code, fit = Path(private) / MODEL_CODE.name, Path(private) / "fit.json"  # made here, so with the mode
+        code.write_bytes(MODEL_CODE.read_bytes())  # the umask gives: MLflow copies each file's own mode
+        fit.write_text(json.dumps({"w": float(w), "b": float(b)}))
         info = mlflow.pyfunc.log_model(
             name="model",
             python_model=str(code),
-            model_config={"w": float(w), "b": float(b)},
+            artifacts={"fit": str(fit)},
             signature=infer_signature(example, prediction),
             input_example=example,
             pip_requirements=[f"mlflow=={metadata.version('mlflow')}", f"numpy=={metadata.version('numpy')}"],
@@ -495,11 +497,11 @@ def register_model(run_id: str, name: str) -> Registration:
 def _version_description(run, score: float) -> str:
     """One line for a model version's page: what fitted it, on which data, how it scored, and who registered it."""
     params, tags = run.data.params, run.data.tags
-    [train] = [d.dataset.digest for d in run.inputs.dataset_inputs if d.dataset.name == "train"] or ["unknown"]
+    digests = {d.dataset.name: d.dataset.digest for d in run.inputs.dataset_inputs}  # as the runs table shows them
     user = tags.get("mlflow.user") or getpass.getuser()
     fit = f"{params.get('backend.name')} lr={params.get('lr')} objective={params.get('objective')}"
-    held_out = tags[HELD_OUT_TAG][:12]
-    return f"{fit}; training data {train}, held-out MSE {score:.6g} (held-out data {held_out}); registered by {user}"
+    data = f"training data {digests.get('train', 'unknown')}, held-out data {digests.get('test', 'unknown')}"
+    return f"{fit}; {data}; held-out MSE {score:.6g}; registered by {user}"
 
 
 def _version_with_alias(client: MlflowClient, name: str, alias: str):

@@ -227,27 +227,40 @@ def main(cfg: DictConfig) -> float:
     hydra_config = HydraConfig.get()
     output_dir = Path(hydra_config.runtime.output_dir)
     in_sweep = hydra_config.mode == RunMode.MULTIRUN
-    name = _sweep_job_name(hydra_config.job.num, hydra_config.overrides.task) if in_sweep else None
-    with clean_exit():
-        errors.stop_if_interrupted()  # a sweep's next job does not start after a lost Ctrl-C
-        try:
-            return _train_once(cfg, output_dir, job=(hydra_config.job.num, name) if in_sweep else None)
-        except UserError as e:
-            _discard_run_folder(output_dir)  # a run that never started leaves no folder behind
-            if not in_sweep:
+    if not in_sweep:
+        with clean_exit():
+            try:
+                return _train_once(cfg, output_dir)
+            except UserError:
+                _discard_run_folder(output_dir)  # a run that never started leaves no folder behind
                 raise
-            if isinstance(e, TrainingDiverged):
-                log.error("%s", e)  # one diverging job must not end the sweep; it scores infinitely badly
-            else:  # nor one that cannot run: it is reported, and the sweep ends FAILED
-                log.error("%s: error: %s", name, e)
-                sweep.record_failed_job(name, hydra_config.job.num, str(e))
-            return math.inf
-        except KeyboardInterrupt:
-            if not (in_sweep and tracking.slurm_job()):
-                raise
-            # `scancel` of one Slurm job: its run is KILLED; the sweep waits for the others and counts it.
-            log.error("Slurm job %s cancelled (SIGTERM); its MLflow run is KILLED", tracking.slurm_job())
-            return math.inf
+    sweep.watch_the_sweep()
+    try:
+        with clean_exit():
+            return _run_job(cfg, output_dir, hydra_config.job.num, _sweep_job_name(hydra_config.overrides.task))
+    finally:
+        sweep.leave_if_the_sweep_is_gone()
+
+
+def _run_job(cfg: DictConfig, output_dir: Path, number: int, name: str) -> float:
+    """One job of a sweep. A job that cannot run or diverges scores inf, and the sweep goes on."""
+    errors.stop_if_interrupted()  # a sweep's next job does not start after a lost Ctrl-C
+    try:
+        return _train_once(cfg, output_dir, job=(number, name))
+    except UserError as e:
+        _discard_run_folder(output_dir)  # a run that never started leaves no folder behind
+        if isinstance(e, TrainingDiverged):
+            log.error("%s", e)  # one diverging job must not end the sweep; it scores infinitely badly
+        else:  # nor one that cannot run: it is reported, numbered as Hydra numbers it, and the sweep ends FAILED
+            log.error("#%d %s: error: %s", number, name, e)
+            sweep.record_failed_job(name, number, str(e))
+        return math.inf
+    except KeyboardInterrupt:
+        if not tracking.slurm_job():
+            raise
+        # `scancel` of one Slurm job: its run is KILLED; the sweep waits for the others and counts it.
+        log.error("Slurm job %s cancelled (SIGTERM); its MLflow run is KILLED", tracking.slurm_job())
+        return math.inf
 
 
 def _train_once(cfg: DictConfig, output_dir: Path, job: tuple[int, str] | None = None) -> float:
@@ -261,7 +274,7 @@ def _train_once(cfg: DictConfig, output_dir: Path, job: tuple[int, str] | None =
         number, name = job
         key = sweep.job_key(resolved, tracking.code_version(), data.x, data.y)
         if earlier := sweep.earlier_result(key, sweep.OBJECTIVE_METRIC[config.objective.value]):
-            log.info("%s: done before the sweep stopped, in run %s; not run again", name, earlier[0])
+            log.info("#%d %s: done before the sweep stopped, in run %s; not run again", number, name, earlier[0])
             return earlier[1]
         tags = {"sweep_job": str(number), sweep.JOB_KEY_TAG: key}
     result = train(config, resolved, data, output_dir, tags, name)
@@ -290,10 +303,10 @@ def _discard_run_folder(folder: Path) -> None:
             break
 
 
-def _sweep_job_name(job: int, overrides: list[str]) -> str:
-    """A sweep job's run name, what varies first: '#3 lr=0.005 torch' fits the runs table's column."""
-    shown = [o.split("=", 1)[1] if o.startswith("backend=") else o for o in overrides]
-    return " ".join([f"#{job}", *shown])
+def _sweep_job_name(overrides: list[str]) -> str:
+    """A sweep job's run name, what varies and nothing else: 'lr=0.005 torch' fits the runs table's
+    column even indented under its parent. (Its number is its `sweep_job` tag; the console says '#3'.)"""
+    return " ".join(o.split("=", 1)[1] if o.startswith("backend=") else o for o in overrides)
 
 
 def log_summary(result: Result, experiment_name: str, browse_hint: bool = True) -> None:

@@ -253,11 +253,17 @@ def test_a_pipeline_run_is_complete_in_mlflows_rest_api_and_its_model_serves(rep
         digests = {d["dataset"]["name"]: d["dataset"]["digest"] for d in run["inputs"]["dataset_inputs"]}
         assert {m["dataset_digest"] for m in model["data"]["metrics"]} == set(digests.values())
         assert all(m["run_id"] == run["info"]["run_id"] for m in model["data"]["metrics"])
+        # the fit's scores, each once, on the data it was measured on; evaluate's other numbers are the run's
+        assert sorted(m["key"] for m in model["data"]["metrics"]) == ["final_b", "final_loss", "final_w", "test_mse",
+                                                                       "test_r2"]  # fmt: skip
         assert scores["final_loss"][1] == "train" and scores["test_mse"][1] == "test"
         assert scores["test_r2"] == (json.loads((repo / "metrics.json").read_text())["test_r2"], "test")
         alias = rest(url, "/api/2.0/mlflow/registered-models/alias?name=autograd-fit&alias=best")["model_version"]
         assert alias["run_id"] == run["info"]["run_id"]
-        assert alias["description"].startswith(f"numpy lr=0.001 objective=train_loss; training data {digests['train']}")
+        assert alias["description"].startswith(
+            f"numpy lr=0.001 objective=train_loss; training data {digests['train']}, held-out data {digests['test']}; "
+            f"held-out MSE {scores['test_mse'][0]:.6g}"
+        )
         assert alias["description"].endswith(f"registered by {tags['mlflow.user']}")
 
     # `mlflow models predict` on the registry alias, as the README shows it

@@ -86,8 +86,8 @@ def test_multirun_nests_every_job_under_one_parent_with_a_summary(tmp_path, trac
     assert parent.data.metrics["jobs"] == 6 and parent.data.metrics["jobs_finished"] == 4
     assert {a.path for a in client.list_artifacts(parent.info.run_id)} == {"sweep_summary.md", "final_loss_vs_lr.png"}
     # names that tell the jobs apart in the runs table: what varies first
-    assert by_job[3].info.run_name == "#3 lr=0.005 torch"
-    assert len({r.info.run_name[:15] for r in children}) == 6
+    assert by_job[3].info.run_name == "lr=0.005 torch"  # what varies, and nothing else: its number is a tag
+    assert len({r.info.run_name[:14] for r in children}) == 6  # told apart in the column, indented under the parent
     # the best job's model is registered, and the alias names it
     version = client.get_model_version_by_alias("autograd-fit", "best")
     assert version.run_id == parent.data.tags["best_run_id"]
@@ -276,6 +276,27 @@ def test_an_unreachable_server_fails_fast_and_logs_nothing(tmp_path):
     assert "Traceback" not in done.stderr
     assert elapsed < 30  # seconds, process start-up included; MLflow's own retries take minutes
     assert not list(tmp_path.rglob("*.png")), "outputs were written for a run that was never recorded"
+
+
+@pytest.mark.parametrize("launcher", ["joblib", "submitit_local"])
+def test_workers_end_their_runs_when_the_sweep_is_killed_outright(launcher, tmp_path, tracking_env):
+    """SIGKILL leaves the sweep's process no time to stop its workers: Linux tells them instead
+    (PR_SET_PDEATHSIG), and each ends its run KILLED within seconds, logging nothing FINISHED."""
+    process = subprocess.Popen(
+        [sys.executable, "-m", "src.train", "-m", f"hydra/launcher={launcher}", "lr=0.001,0.002", "steps=3000000"],
+        cwd=tmp_path, env=tracking_env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
+    )  # fmt: skip
+    db, deadline = tmp_path / "mlflow.db", time.monotonic() + 120
+    while run_statuses(db).count("RUNNING") < 3:  # the parent and both jobs
+        assert process.poll() is None and time.monotonic() < deadline, "the sweep never got going"
+        time.sleep(0.3)
+    workers = psutil.Process(process.pid).children(recursive=True)
+    process.kill()
+    process.wait()
+    assert psutil.wait_procs(workers, timeout=15)[1] == [], "a worker trains on after its sweep was killed"
+    # the two jobs ended KILLED by their workers; the parent, whose process was killed, is left for the
+    # next run to close (close_stale_runs)
+    assert sorted(run_statuses(db)) == ["KILLED", "KILLED", "RUNNING"]
 
 
 @pytest.mark.parametrize(

@@ -8,8 +8,6 @@ that would silently ignore the overrides.
 from __future__ import annotations
 
 import logging
-import os
-import signal
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -19,7 +17,7 @@ from omegaconf import OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 from src.config import TrainConfig, load_config
-from src.errors import ConfigError, clean_exit
+from src.errors import ConfigError, clean_exit, end_with_parent
 
 MODEL_TAG = "model_md5"  # set by `train` on its MLflow run: the digest of fit.json, by which `evaluate` finds it
 
@@ -45,17 +43,5 @@ def stage_errors() -> Iterator[None]:
     """
     logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stderr)
     with clean_exit():
-        _end_with_parent()
+        end_with_parent()
         yield
-
-
-def _end_with_parent() -> None:
-    """Ask Linux to send this process SIGTERM when its parent dies (prctl PR_SET_PDEATHSIG)."""
-    if not sys.platform.startswith("linux"):
-        return
-    import ctypes
-
-    parent = os.getppid()
-    ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM)  # 1: PR_SET_PDEATHSIG
-    if os.getppid() != parent:  # it died before the request took effect
-        os.kill(os.getpid(), signal.SIGTERM)
