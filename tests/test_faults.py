@@ -312,10 +312,11 @@ def test_a_stage_ends_when_dvc_is_killed(signum, repo):
     params = (repo / "params.yaml").read_text()
     long_run = params.replace("lr: 0.001", "lr: 1.0e-06").replace("steps: 800", "steps: 1000000")
     (repo / "params.yaml").write_text(long_run.replace("'n': 100", "'n': 200000"))
+    console = (repo.parent / "console.txt").open("w")  # the stage's console too, for a failure's message
     dvc_process = subprocess.Popen(
         [str(BIN / "dvc"), "repro"], cwd=repo,
         env={**_env(), "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}", "SHELL": "/bin/sh"},  # dash: no implicit exec
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        stdout=console, stderr=subprocess.STDOUT,
     )  # fmt: skip
     deadline = time.monotonic() + 120
     while "RUNNING" not in run_statuses(repo / "mlflow.db"):
@@ -325,8 +326,9 @@ def test_a_stage_ends_when_dvc_is_killed(signum, repo):
     dvc_process.send_signal(signum)  # DVC dies, and does not stop its stage itself
     dvc_process.wait()
     assert psutil.wait_procs([stage], timeout=30)[1] == [], "the train stage trained on without DVC"
+    console.close()
     _, [run] = _runs(f"sqlite:///{repo / 'mlflow.db'}")
-    assert run.info.status == "KILLED"
+    assert run.info.status == "KILLED", (repo.parent / "console.txt").read_text()[-3000:]
     assert not (repo / "models" / "fit.json").exists()
 
 
