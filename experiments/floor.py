@@ -91,7 +91,8 @@ def main() -> None:
         ]
         test_mse = float(np.mean((w * x_test**2 + b - y_test) ** 2))
         final = {"final_loss": float(history.loss[-1]), "final_w": w, "final_b": b}
-        for values, data in ((final, train_set), ({"test_mse": test_mse}, test_set)):
+        test_r2 = float(1 - test_mse / np.var(y_test))
+        for values, data in ((final, train_set), ({"test_mse": test_mse, "test_r2": test_r2}, test_set)):
             metrics += [Metric(k, v, now, 0, model.model_id, data.name, data.digest) for k, v in values.items()]
         mlflow.MlflowClient().log_batch(run_id, metrics=metrics, params=[])
         mlflow.log_params(flatten(config))

@@ -113,6 +113,11 @@ def mse(x: np.ndarray, y: np.ndarray, w: float, b: float) -> float:
         return float(np.mean(r * r))
 
 
+def r2(x: np.ndarray, y: np.ndarray, w: float, b: float) -> float:
+    """R², the share of y's variance that w·x² + b explains on (x, y): 1 - MSE / Var(y)."""
+    return float(1 - mse(x, y, w, b) / np.mean((y - y.mean()) ** 2))
+
+
 # Every reduction below is `np.sum` over a contiguous array, whose pairwise order is fixed by
 # NumPy's own code, never `np.dot` or LAPACK: a BLAS kernel sums in an order that depends on
 # the CPU and the thread count, so its last bits, and the files made from them, would too.

@@ -47,6 +47,8 @@ log = logging.getLogger(__name__)
 # Against a tracking server, MLflow prints "View run ... at: <url>" to stdout as each run ends;
 # every run here logs its own link once (src.train.log_summary), so MLflow's copy is noise.
 os.environ.setdefault("MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT", "true")
+# Logging the model copies its files with a "Downloading artifacts" progress bar, every run: noise too.
+os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
 
 
 def current_client() -> MlflowClient:

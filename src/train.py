@@ -128,8 +128,9 @@ def train(
             # and reads all their histories to do it, which would cost as much as logging them
             model_id = tracking.log_model(w, b, x_example=x[:: max(1, len(x) // 5)][:5])
             test_mse = problem.mse(x_test, y_test, w, b)
+            held_out_scores = {"test_mse": test_mse, "test_r2": problem.r2(x_test, y_test, w, b)}
             final = [*tracking.scores({"final_loss": final_loss, "final_w": w, "final_b": b}, model_id, train_set),
-                     *tracking.scores({"test_mse": test_mse}, model_id, test_set)]  # fmt: skip
+                     *tracking.scores(held_out_scores, model_id, test_set)]  # fmt: skip
         tracking.log_params_and_history(
             client,
             run_id,

@@ -45,7 +45,7 @@ def evaluate(
     test_mse = problem.mse(x_test, y_test, w, b)  # the score `train` logged, and the registry ranks by
     return {
         "test_mse": test_mse,
-        "test_r2": float(1 - test_mse / np.mean((y_test - y_test.mean()) ** 2)),
+        "test_r2": problem.r2(x_test, y_test, w, b),
         "train_loss": train_loss,
         "optimal_loss": optimal_loss,
         "loss_gap": train_loss - optimal_loss,
@@ -121,14 +121,11 @@ def main(argv: list[str] | None = None) -> None:
 
         with tracking.store_errors(tracking.tracking_uri()):
             client = tracking.current_client()
-            test_set = tracking.log_dataset(run_id, x_test, y_test, name="test", context="evaluation", source=args.test)
-            # R² scores the model on the held-out set, as `train` scored its MSE: both are linked to the
-            # model and that set. The rest describe the training data's optimum, and stay the run's.
-            model_id = tracking.model_id(client.get_run(run_id))
-            scores = tracking.scores({"test_r2": metrics["test_r2"]}, model_id, test_set) + tracking.scores(
-                {k: v for k, v in metrics.items() if k not in ("test_mse", "test_r2")}  # test_mse: logged by train
-            )
-            tracking.log_params_and_history(client, run_id, params={}, history={}, final=scores)
+            tracking.log_dataset(run_id, x_test, y_test, name="test", context="evaluation", source=args.test)
+            # The held-out MSE and R² are the model's scores, which `train` logged with it; the rest
+            # describe the training data's optimum, and are the run's.
+            others = {k: v for k, v in metrics.items() if k not in ("test_mse", "test_r2")}
+            tracking.log_params_and_history(client, run_id, params={}, history={}, final=tracking.scores(others))
             for name in ("loss.csv", "loss.png", "fit.png"):
                 client.log_artifact(run_id, str(out / name), artifact_path="evaluation")
             client.log_artifact(run_id, args.metrics, artifact_path="evaluation")
