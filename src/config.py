@@ -8,6 +8,7 @@ The schema is applied by merging, not through the defaults list, because DVC com
 from __future__ import annotations
 
 import math
+import os
 import re
 from collections.abc import Mapping
 from dataclasses import Field, dataclass, field
@@ -125,7 +126,26 @@ def load_config(cfg: DictConfig) -> TrainConfig:
 
 # Resolvers that read the process environment. Every config value is logged to MLflow and saved
 # with the run, so a value taken from the environment (a token, a password) would be published.
-_READS_ENVIRONMENT = re.compile(r"\$\{\s*(oc\.env|env)\s*:")
+_READS_ENVIRONMENT = re.compile(r"\$\{\s*(oc\.env|env)\s*:\s*([A-Za-z_][A-Za-z0-9_]*)?")
+
+
+def values_from_environment(hydra_settings: DictConfig) -> set[str]:
+    """The values that Hydra's own settings read from the environment (`hydra.run.dir=${oc.env:X}/...`,
+    `hydra.job.env_set.Y=${oc.env:X}`): they may shape a run (its folder) but must not be published."""
+    raw = flatten(OmegaConf.to_container(hydra_settings, resolve=False))
+    names = {m.group(2) for v in raw.values() if isinstance(v, str) for m in _READS_ENVIRONMENT.finditer(v)}
+    return {os.environ[name] for name in names if name and os.environ.get(name)}
+
+
+def refuse_values_from(cfg: DictConfig, hidden: set[str]) -> None:
+    """Raise ConfigError naming the first config key whose value holds one of `hidden` (values read from
+    the environment, reaching the config through Hydra: `experiment_name=${hydra:job.env_set.Y}`)."""
+    for key, value in flatten(OmegaConf.to_container(cfg, resolve=True)).items():
+        if any(secret in str(value) for secret in hidden):
+            raise ConfigError(
+                f"config key '{key}': its value comes from the environment (through a Hydra setting that reads "
+                "it), which a run's config may not: every value is logged to MLflow; write the value itself"
+            )
 
 
 def refuse_environment_values(cfg: DictConfig) -> None:

@@ -626,7 +626,7 @@ def close_stale_runs(client: MlflowClient, experiment_id: str) -> list[str]:
             run.info.run_id, "error", f"left RUNNING: {reason}; ended by a later run on {socket.gethostname()}"
         )
         client.set_terminated(run.info.run_id, "KILLED")
-        if run.data.tags.get("output_dir"):
+        if Path(run.data.tags.get("output_dir", "")).is_absolute():  # not hidden (src.train.HIDDEN_FOLDER)
             datafiles.remove_partial_files(Path(run.data.tags["output_dir"]))
         stale.append(run.info.run_id)
     if stale:

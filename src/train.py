@@ -25,7 +25,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from src import datafiles, errors, plots, problem, run_folders, sweep, tracking, usage
 from src.backends import History, estimated_seconds, kept_steps, load_fit, resolve_device
-from src.config import Objective, TrainConfig, flatten, load_config
+from src.config import Objective, TrainConfig, flatten, load_config, refuse_values_from, values_from_environment
 from src.errors import ConfigError, DataFileError, TrainingDiverged, UserError, clean_exit
 from src.sampling import make_problem, make_test_set
 
@@ -228,26 +228,28 @@ def main(cfg: DictConfig) -> float:
     hydra_config = HydraConfig.get()
     output_dir = Path(hydra_config.runtime.output_dir)
     in_sweep = hydra_config.mode == RunMode.MULTIRUN
+    hidden = frozenset(values_from_environment(hydra_config))
     if not in_sweep:
         with clean_exit():
             try:
-                return _train_once(cfg, output_dir)
+                return _train_once(cfg, output_dir, hidden=hidden)
             except UserError:
                 _discard_run_folder(output_dir)  # a run that never started leaves no folder behind
                 raise
     sweep.watch_the_sweep()
     try:
         with clean_exit():
-            return _run_job(cfg, output_dir, hydra_config.job.num, _sweep_job_name(hydra_config.overrides.task))
+            name = _sweep_job_name(hydra_config.overrides.task)
+            return _run_job(cfg, output_dir, hydra_config.job.num, name, hidden)
     finally:
         sweep.leave_if_the_sweep_is_gone()
 
 
-def _run_job(cfg: DictConfig, output_dir: Path, number: int, name: str) -> float:
+def _run_job(cfg: DictConfig, output_dir: Path, number: int, name: str, hidden: frozenset[str]) -> float:
     """One job of a sweep. A job that cannot run or diverges scores inf, and the sweep goes on."""
     errors.stop_if_interrupted()  # a sweep's next job does not start after a lost Ctrl-C
     try:
-        return _train_once(cfg, output_dir, job=(number, name))
+        return _train_once(cfg, output_dir, job=(number, name), hidden=hidden)
     except UserError as e:
         _discard_run_folder(output_dir)  # a run that never started leaves no folder behind
         if isinstance(e, TrainingDiverged):
@@ -264,20 +266,30 @@ def _run_job(cfg: DictConfig, output_dir: Path, number: int, name: str) -> float
         return math.inf
 
 
-def _train_once(cfg: DictConfig, output_dir: Path, job: tuple[int, str] | None = None) -> float:
-    """Check `cfg`, draw its data and train; `job` is (number, run name) inside a sweep."""
+# The `output_dir` tag of a run whose folder's path holds a value read from the environment.
+HIDDEN_FOLDER = "hidden: its path holds a value read from the environment"
+
+
+def _train_once(
+    cfg: DictConfig, output_dir: Path, job: tuple[int, str] | None = None, hidden: frozenset[str] = frozenset()
+) -> float:
+    """Check `cfg`, draw its data and train; `job` is (number, run name) inside a sweep; `hidden`, the
+    values Hydra's settings read from the environment, which nothing the run records may hold."""
     config = load_config(cfg)
+    refuse_values_from(cfg, hidden)
     _check_memory(config.data.n)
     resolved = OmegaConf.to_container(cfg, resolve=True)
     data = make_problem(config)
     tags, name = {}, None
+    if any(secret in str(output_dir.resolve()) for secret in hidden):
+        tags["output_dir"] = HIDDEN_FOLDER
     if job is not None:
         number, name = job
         key = sweep.job_key(resolved, tracking.code_version(), data.x, data.y)
         if earlier := sweep.earlier_result(key, sweep.OBJECTIVE_METRIC[config.objective.value]):
             log.info("#%d %s: done before the sweep stopped, in run %s; not run again", number, name, earlier[0])
             return earlier[1]
-        tags = {"sweep_job": str(number), sweep.JOB_KEY_TAG: key}
+        tags |= {"sweep_job": str(number), sweep.JOB_KEY_TAG: key}
     result = train(config, resolved, data, output_dir, tags, name)
     log_summary(result, config.experiment_name, browse_hint=job is None)
     return result.test_mse if config.objective is Objective.test_mse else result.loss

@@ -5,10 +5,12 @@ from pathlib import Path
 import pytest
 import torch
 from hydra.errors import ConfigCompositionException, MissingConfigException
+from mlflow.tracking import MlflowClient
 
 from src.backends import resolve_device
 from src.config import Backend, Device, DType, Stream, flatten, load_config
 from src.errors import ConfigError
+from src.train import HIDDEN_FOLDER
 from tests.conftest import CONF, compose_config, run_cli
 
 PRESETS = sorted(p.stem for p in (CONF / "experiment").glob("*.yaml"))
@@ -169,6 +171,40 @@ def test_a_tracking_uri_runs_cannot_go_to_is_one_line_before_any_work(uri, says,
         [line] = done.stderr.splitlines()
         assert says in line and line.endswith("or a server (http://...)") and "hunter2" not in line
         assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.slow
+def test_values_hydra_settings_read_from_the_environment_reach_nothing_recorded(tmp_path: Path, tracking_env):
+    """A run folder named from the environment is used but not published; a config value that takes one
+    (through hydra.job.env_set, or the run's folder) is refused. Nothing in the store or its artifacts
+    holds the secret, whichever Hydra setting carried it."""
+    secret = "hunter2-0c7f"
+    env = {**tracking_env, "MY_SECRET": secret}
+    ran = [
+        ["steps=5", f"hydra.run.dir={tmp_path}/runs/${{oc.env:MY_SECRET}}"],
+        ["-m", "lr=0.001,0.002", "steps=5", f"hydra.sweep.dir={tmp_path}/sweeps/${{oc.env:MY_SECRET}}"],
+        ["steps=5", "hydra.job.name=${oc.env:MY_SECRET}", f"hydra.run.dir={tmp_path}/named"],
+    ]
+    for command_line in ran:
+        done = run_cli(*command_line, cwd=tmp_path, env=env)
+        assert done.returncode == 0, done.stderr
+    refused = [
+        ["+hydra.job.env_set.X=${oc.env:MY_SECRET}", "experiment_name=${hydra:job.env_set.X}"],
+        [f"hydra.run.dir={tmp_path}/runs/${{oc.env:MY_SECRET}}", "experiment_name=${hydra:runtime.output_dir}"],
+    ]
+    for command_line in refused:
+        done = run_cli(*command_line, cwd=tmp_path, env=env)
+        assert done.returncode == 1
+        [line] = done.stderr.splitlines()
+        assert line.startswith("error: config key 'experiment_name': its value comes from the environment"), line
+
+    client = MlflowClient(tracking_env["MLFLOW_TRACKING_URI"])
+    runs = client.search_runs([client.get_experiment_by_name("autograd-fit").experiment_id])
+    assert len(runs) == 5  # a run, a sweep's parent and its two jobs, the named run
+    folders = sorted(str(r.data.tags.get("output_dir")) for r in runs)  # the parent has none
+    assert folders == sorted([HIDDEN_FOLDER] * 3 + [str(tmp_path / "named"), "None"])
+    recorded = [tmp_path / "mlflow.db", *(p for p in (tmp_path / "mlruns").rglob("*") if p.is_file())]
+    assert not [p for p in recorded if secret.encode() in p.read_bytes()]
 
 
 def test_flatten_joins_nested_keys():
