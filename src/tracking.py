@@ -296,14 +296,66 @@ def _schema_and_runs(db: Path) -> tuple[str | None, int, set[str]]:
     return (version[0] if version else None), runs, tables
 
 
+# How long a run waits for another process creating the store before it says so (and waits on).
+CREATION_WAIT_SECONDS = 10
+
+
 @contextmanager
 def _exclusive_lock(path: Path) -> Iterator[None]:
-    with open(path, "a") as handle:
-        fcntl.flock(handle, fcntl.LOCK_EX)
+    """Hold the store's creation lock, `path`, which records its holder's PID.
+
+    A holder that dies releases it (the kernel drops a dead process's locks). One that is stopped
+    (Ctrl-Z) holds it for good: that is refused at once, naming it; one that is only slow is waited
+    for, with a line after CREATION_WAIT_SECONDS.
+    """
+    with open(path, "a+") as handle:
+        began, said = time.monotonic(), False
+        while True:
+            try:
+                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                holder = _lock_holder(path)
+                if holder is not None and _stopped(holder):
+                    raise TrackingError(
+                        f"process {holder.pid} is creating the MLflow store {path.with_suffix('')} and is stopped "
+                        f"(Ctrl-Z?); resume it (fg, or kill -CONT {holder.pid}) or end it, then run again"
+                    ) from None
+                if not said and time.monotonic() - began > CREATION_WAIT_SECONDS:
+                    log.warning("waiting for process %s, which is creating the MLflow store %s",
+                                holder.pid if holder else "?", path.with_suffix(""))  # fmt: skip
+                    said = True
+                time.sleep(0.1)
+        try:
+            handle.seek(0)
+            handle.truncate()
+            handle.write(str(os.getpid()))
+            handle.flush()
+        except OSError:
+            pass  # a full disk: the lock holds all the same; only its holder's PID is not recorded
         try:
             yield
         finally:
             fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def _stopped(process) -> bool:
+    import psutil
+
+    try:
+        return process.status() == psutil.STATUS_STOPPED
+    except psutil.NoSuchProcess:
+        return False
+
+
+def _lock_holder(path: Path):
+    """The live process whose PID the lock file records, or None."""
+    import psutil
+
+    try:
+        return psutil.Process(int(path.read_text().strip()))
+    except (OSError, ValueError, psutil.NoSuchProcess):
+        return None
 
 
 # `mlflow ui` opens an experiment of this kind on its runs table, not on the GenAI pages.

@@ -177,6 +177,31 @@ def test_store_creation_interrupted_at_twenty_points_never_leaves_a_broken_store
         assert creator.wait(timeout=60) == 0
 
 
+@pytest.mark.serial
+def test_a_store_creation_held_by_a_stopped_process_is_named_at_once(tmp_path, new_store_env):
+    first = subprocess.Popen([sys.executable, "-m", "src.train", "steps=5"], cwd=tmp_path, env=new_store_env,
+                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
+    building, deadline = tmp_path / ".mlflow.db.building", time.monotonic() + 60
+    while not building.exists():  # it holds the creation lock, and is migrating the new store
+        assert first.poll() is None and time.monotonic() < deadline, "the first run never began to create its store"
+        time.sleep(0.005)
+    first.send_signal(signal.SIGSTOP)  # Ctrl-Z
+    try:
+        began = time.monotonic()
+        done = run_cli("steps=5", cwd=tmp_path, env=new_store_env, timeout=60)
+        took = time.monotonic() - began
+    finally:
+        first.send_signal(signal.SIGCONT)
+    assert done.returncode == 1
+    assert done.stderr.splitlines() == [
+        f"error: process {first.pid} is creating the MLflow store {tmp_path / 'mlflow.db'} and is stopped (Ctrl-Z?); "
+        f"resume it (fg, or kill -CONT {first.pid}) or end it, then run again"
+    ]
+    assert took < 10  # seconds, its own start-up included: not a wait on the lock
+    assert first.wait(timeout=120) == 0  # resumed, the first run completes the store and its run
+    assert run_statuses(tmp_path / "mlflow.db") == ["FINISHED"]
+
+
 def _older_schema_store(db: Path, migrated_store: Path) -> None:
     """A real MLflow store of the schema before this MLflow's, made by MLflow's own migration downgrade."""
     import alembic.command
