@@ -123,8 +123,8 @@ def clean_exit() -> Iterator[None]:
 
 def end_with_parent() -> None:
     """Ask Linux to send this process SIGTERM when its parent dies (prctl PR_SET_PDEATHSIG): a DVC
-    stage whose `dvc` died, or a sweep's worker whose sweep did, then ends as on SIGTERM (its run
-    KILLED, no file half-written) instead of working on for nobody."""
+    stage whose `dvc` died then ends as on SIGTERM (its run KILLED, no file half-written) instead
+    of working on for nobody. (A sweep's workers watch the sweep instead: src.sweep.watch_the_sweep.)"""
     if not sys.platform.startswith("linux"):
         return
     import ctypes

@@ -278,19 +278,27 @@ def test_an_unreachable_server_fails_fast_and_logs_nothing(tmp_path):
     assert not list(tmp_path.rglob("*.png")), "outputs were written for a run that was never recorded"
 
 
-@pytest.mark.parametrize("launcher", ["joblib", "submitit_local"])
-def test_workers_end_their_runs_when_the_sweep_is_killed_outright(launcher, tmp_path, tracking_env):
-    """SIGKILL leaves the sweep's process no time to stop its workers: Linux tells them instead
-    (PR_SET_PDEATHSIG), and each ends its run KILLED within seconds, logging nothing FINISHED."""
+def _long_parallel_sweep(launcher: str, cwd: Path, env: dict, **output) -> tuple[subprocess.Popen, Path, list]:
+    """A 2-job sweep of long jobs on `launcher`, in a session of its own; returned once the parent and
+    both jobs are RUNNING, with its store and its worker processes."""
     process = subprocess.Popen(
         [sys.executable, "-m", "src.train", "-m", f"hydra/launcher={launcher}", "lr=0.001,0.002", "steps=3000000"],
-        cwd=tmp_path, env=tracking_env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
+        cwd=cwd, env=env, start_new_session=True, **output,
     )  # fmt: skip
-    db, deadline = tmp_path / "mlflow.db", time.monotonic() + 120
+    db, deadline = cwd / "mlflow.db", time.monotonic() + 120
     while run_statuses(db).count("RUNNING") < 3:  # the parent and both jobs
         assert process.poll() is None and time.monotonic() < deadline, "the sweep never got going"
         time.sleep(0.3)
-    workers = psutil.Process(process.pid).children(recursive=True)
+    return process, db, psutil.Process(process.pid).children(recursive=True)
+
+
+@pytest.mark.parametrize("launcher", ["joblib", "submitit_local"])
+def test_workers_end_their_runs_when_the_sweep_is_killed_outright(launcher, tmp_path, tracking_env):
+    """SIGKILL leaves the sweep's process no time to stop its workers: each job watches it
+    (src.sweep.watch_the_sweep), ends its run KILLED within a second, and its worker exits."""
+    process, db, workers = _long_parallel_sweep(
+        launcher, tmp_path, tracking_env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
     process.kill()
     process.wait()
     assert psutil.wait_procs(workers, timeout=15)[1] == [], "a worker trains on after its sweep was killed"
@@ -307,16 +315,9 @@ def test_workers_end_their_runs_when_the_sweep_is_killed_outright(launcher, tmp_
 def test_an_interrupted_parallel_sweep_stops_its_workers_and_ends_every_run_killed(
     launcher, signum, to_group, tmp_path, tracking_env
 ):
-    process = subprocess.Popen(
-        [sys.executable, "-m", "src.train", "-m", f"hydra/launcher={launcher}", "lr=0.001,0.002", "steps=3000000"],
-        cwd=tmp_path, env=tracking_env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-        start_new_session=True,
-    )  # fmt: skip
-    db, deadline = tmp_path / "mlflow.db", time.monotonic() + 120
-    while run_statuses(db).count("RUNNING") < 3:  # the parent and both jobs
-        assert process.poll() is None and time.monotonic() < deadline, "the sweep never got going"
-        time.sleep(0.3)
-    workers = psutil.Process(process.pid).children(recursive=True)
+    process, db, workers = _long_parallel_sweep(
+        launcher, tmp_path, tracking_env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+    )
     os.killpg(process.pid, signum) if to_group else process.send_signal(signum)
     output, _ = process.communicate(timeout=120)
     assert process.returncode == 130
