@@ -129,19 +129,30 @@ def load_config(cfg: DictConfig) -> TrainConfig:
 _READS_ENVIRONMENT = re.compile(r"\$\{\s*(oc\.env|env)\s*:\s*([A-Za-z_][A-Za-z0-9_]*)?")
 
 
+# Values read from the environment shorter than this are not looked for: "0" (a GPU index, say) turns
+# up by chance in numbers, seeds and dates, while a token or a password is longer.
+SHORTEST_SECRET = 6
+
+
 def values_from_environment(hydra_settings: DictConfig) -> set[str]:
     """The values that Hydra's own settings read from the environment (`hydra.run.dir=${oc.env:X}/...`,
-    `hydra.job.env_set.Y=${oc.env:X}`): they may shape a run (its folder) but must not be published."""
+    `hydra.job.env_set.Y=${oc.env:X}`), of SHORTEST_SECRET characters or more: they may shape a run
+    (its folder) but must not be published."""
     raw = flatten(OmegaConf.to_container(hydra_settings, resolve=False))
     names = {m.group(2) for v in raw.values() if isinstance(v, str) for m in _READS_ENVIRONMENT.finditer(v)}
-    return {os.environ[name] for name in names if name and os.environ.get(name)}
+    return {os.environ[name] for name in names if name and len(os.environ.get(name, "")) >= SHORTEST_SECRET}
 
 
-def refuse_values_from(cfg: DictConfig, hidden: set[str]) -> None:
+def holds(text: str, hidden: set[str] | frozenset[str]) -> bool:
+    """Whether `text` holds one of `hidden`, the values `values_from_environment` found."""
+    return any(secret in text for secret in hidden)
+
+
+def refuse_values_from(cfg: DictConfig, hidden: set[str] | frozenset[str]) -> None:
     """Raise ConfigError naming the first config key whose value holds one of `hidden` (values read from
     the environment, reaching the config through Hydra: `experiment_name=${hydra:job.env_set.Y}`)."""
     for key, value in flatten(OmegaConf.to_container(cfg, resolve=True)).items():
-        if any(secret in str(value) for secret in hidden):
+        if holds(str(value), hidden):
             raise ConfigError(
                 f"config key '{key}': its value comes from the environment (through a Hydra setting that reads "
                 "it), which a run's config may not: every value is logged to MLflow; write the value itself"

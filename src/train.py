@@ -25,7 +25,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from src import datafiles, errors, plots, problem, run_folders, sweep, tracking, usage
 from src.backends import History, estimated_seconds, kept_steps, load_fit, resolve_device
-from src.config import Objective, TrainConfig, flatten, load_config, refuse_values_from, values_from_environment
+from src.config import Objective, TrainConfig, flatten, holds, load_config, refuse_values_from, values_from_environment
 from src.errors import ConfigError, DataFileError, TrainingDiverged, UserError, clean_exit
 from src.sampling import make_problem, make_test_set
 
@@ -281,7 +281,7 @@ def _train_once(
     resolved = OmegaConf.to_container(cfg, resolve=True)
     data = make_problem(config)
     tags, name = {}, None
-    if any(secret in str(output_dir.resolve()) for secret in hidden):
+    if holds(str(output_dir.resolve()), hidden):
         tags["output_dir"] = HIDDEN_FOLDER
     if job is not None:
         number, name = job
@@ -342,7 +342,7 @@ def check_command_line(argv: list[str]) -> None:
     tracking.check_uri(tracking.tracking_uri())
     given = dict(override.split("=", 1) for override in overrides)
     folder_key = "hydra.sweep.dir" if {"-m", "--multirun"} & set(argv) or "search" in given else "hydra.run.dir"
-    folder = given.get(folder_key, "outputs" if folder_key == "hydra.run.dir" else "multirun")  # conf's, in cwd
+    folder = given.get(folder_key, "outputs" if folder_key == "hydra.run.dir" else "multirun")  # Hydra's, in cwd
     if "${" not in folder:  # an interpolation is resolved by Hydra
         run_folders.check_can_make(Path(folder).absolute(), folder_key)
     trials = given.get("hydra.sweeper.n_trials", "1")

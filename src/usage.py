@@ -122,7 +122,8 @@ def help_text(cfg: DictConfig) -> str:
     return "\n".join(lines).replace("$", "$$")  # Hydra fills the template with string.Template
 
 
-GROUPS = ("backend", "experiment", "search")  # config groups, chosen by name: backend=torch
+# The config groups, chosen by name (backend=torch): the folders of conf/, but Hydra's own.
+GROUPS = tuple(sorted(p.name for p in CONF.iterdir() if p.is_dir() and p.name != "hydra"))
 HELP = "python -m src.train --help lists every key"
 
 

@@ -179,11 +179,13 @@ def test_values_hydra_settings_read_from_the_environment_reach_nothing_recorded(
     (through hydra.job.env_set, or the run's folder) is refused. Nothing in the store or its artifacts
     holds the secret, whichever Hydra setting carried it."""
     secret = "hunter2-0c7f"
-    env = {**tracking_env, "MY_SECRET": secret}
+    env = {**tracking_env, "MY_SECRET": secret, "GPU": "0"}
     ran = [
         ["steps=5", f"hydra.run.dir={tmp_path}/runs/${{oc.env:MY_SECRET}}"],
         ["-m", "lr=0.001,0.002", "steps=5", f"hydra.sweep.dir={tmp_path}/sweeps/${{oc.env:MY_SECRET}}"],
         ["steps=5", "hydra.job.name=${oc.env:MY_SECRET}", f"hydra.run.dir={tmp_path}/named"],
+        # a short value ("0") is not looked for: seed=0, lr=0.001 and a dated folder are not refused or hidden
+        ["steps=5", "+hydra.job.env_set.CUDA_VISIBLE_DEVICES=${oc.env:GPU}", f"hydra.run.dir={tmp_path}/on-gpu-0"],
     ]
     for command_line in ran:
         done = run_cli(*command_line, cwd=tmp_path, env=env)
@@ -200,9 +202,9 @@ def test_values_hydra_settings_read_from_the_environment_reach_nothing_recorded(
 
     client = MlflowClient(tracking_env["MLFLOW_TRACKING_URI"])
     runs = client.search_runs([client.get_experiment_by_name("autograd-fit").experiment_id])
-    assert len(runs) == 5  # a run, a sweep's parent and its two jobs, the named run
+    assert len(runs) == 6  # a run, a sweep's parent and its two jobs, the named run, the one on "GPU 0"
     folders = sorted(str(r.data.tags.get("output_dir")) for r in runs)  # the parent has none
-    assert folders == sorted([HIDDEN_FOLDER] * 3 + [str(tmp_path / "named"), "None"])
+    assert folders == sorted([HIDDEN_FOLDER] * 3 + [str(tmp_path / "named"), str(tmp_path / "on-gpu-0"), "None"])
     recorded = [tmp_path / "mlflow.db", *(p for p in (tmp_path / "mlruns").rglob("*") if p.is_file())]
     assert not [p for p in recorded if secret.encode() in p.read_bytes()]
 
