@@ -224,6 +224,20 @@ def test_a_killed_sweep_resumes_and_runs_only_the_jobs_it_did_not_finish(tmp_pat
     assert done.stdout.count("Launching 1 jobs locally") == 0 and "Launching 6 jobs locally" in done.stdout
 
 
+def test_resume_false_as_the_docs_write_it_starts_a_new_sweep(tmp_path, tracking_env):
+    command = ["-m", "seed=0,1"]
+    _stop_after(command, 1, signal.SIGKILL, tmp_path, tracking_env)
+    done = run_cli(*command, "hydra.callbacks.mlflow_sweep.resume=false", cwd=tmp_path, env=tracking_env)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "which ended KILLED with" not in done.stdout  # what a resumed sweep says first
+    client = MlflowClient(tracking_env["MLFLOW_TRACKING_URI"])
+    runs = client.search_runs([client.get_experiment_by_name("autograd-fit").experiment_id])
+    stopped, new = sorted((r for r in runs if r.data.tags.get("sweep") == "true"), key=lambda r: r.info.start_time)
+    assert stopped.info.status == "KILLED" and new.info.status == "FINISHED"  # the stopped one, ended as stale
+    children = [r for r in runs if r.data.tags.get("mlflow.parentRunId") == new.info.run_id]
+    assert sorted(_job(r) for r in children) == [0, 1] and all(r.info.status == "FINISHED" for r in children)
+
+
 def test_a_stopped_optuna_search_resumes_its_study_up_to_n_trials(tmp_path, tracking_env):
     import optuna
 
