@@ -196,6 +196,12 @@ def _check_ranges(config: TrainConfig) -> None:
             f"rng=legacy_torch (torch.manual_seed) takes seeds below 2**64 = {2**64}, got {config.seed}",
         ),
         ("data.n", data.n >= 2, f"must be >= 2 points, got {data.n}"),
+        (  # on linspace(x_min, x_max, n), only n = 2 with x_min = -x_max puts every point at one x²
+            "data.n",
+            not (data.n == 2 and data.x_min == -data.x_max),
+            f"2 points at x = ±{data.x_max:g} have the same x², so w and b cannot both be fitted (the "
+            "held-out evaluation needs a unique optimum); use data.n >= 3, or an x range that is not symmetric",
+        ),
         ("data.noise", math.isfinite(data.noise) and data.noise >= 0, f"must be >= 0, got {data.noise}"),
         ("data.true_w", math.isfinite(data.true_w), f"must be finite, got {data.true_w}"),
         ("data.true_b", math.isfinite(data.true_b), f"must be finite, got {data.true_b}"),

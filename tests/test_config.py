@@ -2,11 +2,13 @@
 
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 from hydra.errors import ConfigCompositionException, MissingConfigException
 from mlflow.tracking import MlflowClient
 
+from src import problem
 from src.backends import resolve_device
 from src.config import Backend, Device, DType, Stream, flatten, load_config
 from src.errors import ConfigError
@@ -83,6 +85,24 @@ def test_bad_values_name_the_key(override, key, says):
         load_config(compose_config(*override.split()))
     assert f"config key '{key}'" in str(error.value)
     assert says in str(error.value)
+
+
+@pytest.mark.parametrize(
+    "n,x_min,x_max", [(2, -1.0, 1.0), (2, -2.5, 2.5), (2, -1.0, 2.0), (2, 0.0, 1.0), (3, -1.0, 1.0), (4, -1.0, 1.0)]
+)
+def test_the_config_refuses_exactly_the_grids_whose_optimum_is_not_unique(n, x_min, x_max):
+    """The check before any work agrees with what `evaluate` meets on the grid itself."""
+    try:
+        problem.least_squares(np.linspace(x_min, x_max, n), np.arange(n, dtype=np.float64))
+        unique = True
+    except ValueError:
+        unique = False
+    overrides = (f"data.n={n}", f"data.x_min={x_min}", f"data.x_max={x_max}")
+    if unique:
+        load_config(compose_config(*overrides))
+    else:
+        with pytest.raises(ConfigError, match="config key 'data.n': 2 points at x = ±"):
+            load_config(compose_config(*overrides))
 
 
 def test_unknown_backend_lists_the_choices():
