@@ -185,6 +185,18 @@ def test_verify_reports_reproduced_outputs_and_names_a_stale_lock(repo):
     assert done.returncode == 0, done.stdout + done.stderr
     assert "reproduced: 10 outputs identical" in done.stdout
 
+    # A lock with the right hashes, in an order `rm dvc.lock; dvc repro` would not write.
+    written = (repo / "dvc.lock").read_text()
+    lock = yaml.safe_load(written)
+    first = next(iter(lock["stages"]))
+    lock["stages"][first] = lock["stages"].pop(first)  # the first stage moved to the end
+    (repo / "dvc.lock").write_text(yaml.safe_dump(lock, sort_keys=False))
+    commit_all(repo, "a lock in another order")
+    done = subprocess.run(verify, cwd=repo, capture_output=True, text=True)
+    assert done.returncode == 1 and "writes it in another order or form" in done.stdout, done.stdout
+    (repo / "dvc.lock").write_text(written)
+    commit_all(repo, "the lock as dvc writes it")
+
     # A commit whose lock does not match its code.
     lock = yaml.safe_load((repo / "dvc.lock").read_text())
     [metrics] = [o for o in lock["stages"]["evaluate"]["outs"] if o["path"] == "metrics.json"]
