@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import _thread
 import atexit
 import gc
 import logging
@@ -49,29 +50,49 @@ class BelowWarning(logging.Filter):
         return record.levelno < logging.WARNING
 
 
+# Whether the KeyboardInterrupt of the first SIGINT or SIGTERM has begun to unwind the stack (`unwinding`),
+# and whether `_raise_again_until_unwinding` has found it lost.
+_unwinding, _lost = threading.Event(), threading.Event()
+LOST_INTERRUPT_RETRY_SECONDS = 1.0
+
+
 def _raise_interrupt(signum, frame):
     global interrupted_by
     interrupted_by = signal.Signals(signum).name
     for stop in (signal.SIGINT, signal.SIGTERM):
         signal.signal(stop, _already_stopping)
+    threading.Thread(target=_raise_again_until_unwinding, name="lost-interrupt", daemon=True).start()
     raise KeyboardInterrupt(interrupted_by)
 
 
-def stop_if_interrupted() -> None:
-    """Raise the interrupt again if one was handled and lost.
+def _raise_again_until_unwinding() -> None:
+    """Python runs a signal handler wherever the main thread is. Inside a finalizer (a weakref callback
+    that the cycle collector calls, such as SQLAlchemy's) the KeyboardInterrupt it raises is printed as
+    "Exception ignored" and dropped, and the work would go on as if the signal never came. Until the
+    interrupt is seen to unwind, raise it in the main thread again, once a second."""
+    while not _unwinding.wait(LOST_INTERRUPT_RETRY_SECONDS):
+        _lost.set()
+        _thread.interrupt_main(signal.SIGINT)  # runs _already_stopping there, which raises it again
 
-    Python runs a signal handler wherever the main thread is. Inside a finalizer (a weakref
-    callback that the cycle collector calls, such as SQLAlchemy's) the KeyboardInterrupt it
-    raises is printed as "Exception ignored" and dropped, and the work would go on as if the
-    signal never came. Called before anything is recorded as FINISHED, this ends it instead.
-    """
+
+def unwinding() -> None:
+    """Called wherever a KeyboardInterrupt is caught: the stop is under way, so it is not raised again."""
+    _unwinding.set()
+
+
+def stop_if_interrupted() -> None:
+    """Raise the interrupt again if one was handled and lost (see `_raise_again_until_unwinding`).
+    Called before anything is recorded as FINISHED, so that nothing is, within the second it takes."""
     if interrupted_by is not None:
         raise KeyboardInterrupt(interrupted_by)
 
 
 def _already_stopping(signum, frame):
     """A second SIGINT or SIGTERM (DVC forwards one, then Linux sends another when DVC dies) must
-    not cut short the unwinding the first one began: the MLflow run still has to be ended."""
+    not cut short the unwinding the first one began: the MLflow run still has to be ended. Once the
+    first is found lost, raise it again."""
+    if _lost.is_set() and not _unwinding.is_set():
+        stop_if_interrupted()
 
 
 def _imports_done() -> None:
@@ -105,6 +126,7 @@ def clean_exit() -> Iterator[None]:
             raise
         raise SystemExit(f"error: {e}") from None
     except KeyboardInterrupt as e:
+        unwinding()
         global interrupted_by
         interrupted_by = interrupted_by or str(e) or "SIGINT"
         log.error("interrupted (%s); the MLflow run, if one was open, is marked KILLED", interrupted_by)

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import itertools
 import os
+import shutil
 import tempfile
 from pathlib import Path
 
@@ -46,6 +47,14 @@ def check_can_make(folder: Path, key: str) -> None:
     except OSError as e:
         raise ConfigError(f"{key}={folder}: no folder can be made in {existing} ({e.strerror}); choose another "
                           f"{key}") from None  # fmt: skip
+    free = shutil.disk_usage(existing).free
+    if free < FREE_SPACE_NEEDED:  # Hydra's own files (.hydra/, the log) would fail in a traceback
+        need = f"{FREE_SPACE_NEEDED // 2**20} MiB"
+        raise ConfigError(f"{key}={folder}: {existing} has {free // 1024} KiB free, and a run's files need about "
+                          f"{need}; free some space there, or choose another {key}")  # fmt: skip
+
+
+FREE_SPACE_NEEDED = 2**20  # bytes: Hydra's files, the log, history.csv and the two figures of a default run
 
 
 def _given_on_command_line(config: DictConfig, key: str) -> bool:

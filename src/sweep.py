@@ -27,7 +27,9 @@ import os
 import shutil
 import signal
 import socket
+import sqlite3
 import subprocess
+import tempfile
 import threading
 import time
 from collections.abc import Mapping
@@ -171,6 +173,29 @@ def study_storage() -> str:
     return f"sqlite:///{folder / 'optuna.db'}"
 
 
+def check_study_storage(url: str) -> None:
+    """Refuse in one line, before a search makes a run or a folder, an SQLite file its Optuna study cannot
+    be kept in: one that is not a database, one that cannot be written, or a new one in a folder that cannot."""
+    if not url.startswith("sqlite:///"):
+        return  # a database server: Optuna connects to it when the search starts
+    db = Path(url.removeprefix("sqlite:///"))
+    fix = "point hydra.sweeper.storage at another file (sqlite:////absolute/path/optuna.db), or leave it null"
+    if db.exists() and not db.is_file():
+        raise errors.ConfigError(f"hydra.sweeper.storage={url}: {db} is {tracking._file_kind(db)}; {fix}")
+    if db.exists() and db.stat().st_size > 0:
+        with db.open("rb") as f:
+            if f.read(16) != b"SQLite format 3\x00":
+                raise errors.ConfigError(f"hydra.sweeper.storage={url}: {db} is not an SQLite database; {fix}")
+    try:
+        if db.exists():
+            tracking._check_writable(db)
+        else:
+            tempfile.TemporaryFile(dir=db.parent).close()  # where Optuna will create it
+    except (sqlite3.Error, OSError) as e:
+        cause = e.strerror if isinstance(e, OSError) else e
+        raise errors.ConfigError(f"hydra.sweeper.storage={url}: {db} cannot be written ({cause}); {fix}") from e
+
+
 def one_row_per_job(rows: list[Mapping]) -> list[Mapping]:
     """A resumed sweep also holds the runs its earlier attempts left unfinished: keep each job's
     FINISHED run if it has one, else its latest; in job order."""
@@ -259,8 +284,13 @@ class MlflowSweepCallback(Callback):
         self._resume = resume  # hydra.callbacks.mlflow_sweep.resume=false: always start a new sweep
         self._client = None
         self._parent: str | None = None
+        self._beating: threading.Event | None = None  # set: the parent's heartbeat stops
         self._experiment_name = ""
         self._slurm_jobs: Path | None = None  # submitit's folder of this sweep's Slurm jobs, on Slurm
+
+    def __getstate__(self) -> dict:
+        """What a launcher pickles to its workers: all but the parent's heartbeat, which beats here."""
+        return {**self.__dict__, "_beating": None}
 
     def on_multirun_start(self, config: DictConfig, **kwargs) -> None:
         _optuna_logs_through_hydra(config)
@@ -279,6 +309,7 @@ class MlflowSweepCallback(Callback):
             self._parent = client.create_run(experiment_id, run_name=name, tags=tags).info.run_id
             tracking.log_params_and_history(client, self._parent, params=params, history={}, final=[])
             log.info("sweep parent MLflow run %s (%s)", self._parent, name)
+        self._beating = tracking.heartbeat(self._parent)
         os.environ[PARENT_RUN_ENV] = self._parent
         os.environ[SWEEP_PID_ENV], os.environ[SWEEP_HOST_ENV] = str(os.getpid()), socket.gethostname()
         if "SlurmLauncher" in str(config.hydra.launcher.get("_target_", "")):  # submitit names job folders by id
@@ -323,6 +354,7 @@ class MlflowSweepCallback(Callback):
         """End the parent run with `status`, or FAILED when no job finished or any failed; return the status."""
         if self._parent is None:
             return None
+        self._beating.set()
         parent, self._parent = self._parent, None
         os.environ.pop(PARENT_RUN_ENV, None)
         os.environ.pop(SWEEP_PID_ENV, None)

@@ -21,6 +21,7 @@ import sqlite3
 import stat
 import subprocess
 import tempfile
+import threading
 import time
 import urllib.request
 import warnings
@@ -281,6 +282,8 @@ def _check_writable(db: Path) -> None:
     """Raise sqlite3.Error at once (within LOCK_WAIT_SECONDS) when `db` is locked or read-only."""
     with closing(sqlite3.connect(db, timeout=LOCK_WAIT_SECONDS)) as con:
         con.execute("BEGIN IMMEDIATE")  # takes the write lock, as a run's first write would
+        (version,) = con.execute("PRAGMA user_version").fetchone()
+        con.execute(f"PRAGMA user_version = {version}")  # a write, undone: a read-only file refuses it
         con.rollback()
 
 
@@ -416,12 +419,14 @@ def tracked_run(
         signal.pthread_sigmask(signal.SIG_SETMASK, held)
         raise
     status = RunStatus.FAILED
+    beating = heartbeat(run.info.run_id)
     try:
         signal.pthread_sigmask(signal.SIG_SETMASK, held)  # a signal held above is handled here
         yield run.info.run_id
         errors.stop_if_interrupted()
         status = RunStatus.FINISHED
     except KeyboardInterrupt:
+        errors.unwinding()
         status = RunStatus.KILLED
         raise
     except Exception as e:
@@ -431,7 +436,32 @@ def tracked_run(
             pass  # the store itself failed: the error that reaches the console says how
         raise
     finally:
+        beating.set()
         _end_run(RunStatus.to_string(status))
+
+
+# A RUNNING run's owner on another host, outside Slurm, cannot be asked whether it is alive: it
+# tags the run with the time every HEARTBEAT_SECONDS instead, and `close_stale_runs` ends a run
+# that has given no sign of life (heartbeat, or its start) for SILENT_AFTER_SECONDS.
+HEARTBEAT_TAG = "owner.heartbeat"
+HEARTBEAT_SECONDS = 60.0
+SILENT_AFTER_SECONDS = 15 * 60
+
+
+def heartbeat(run_id: str) -> threading.Event:
+    """Tag run `run_id` with the time (HEARTBEAT_TAG) every HEARTBEAT_SECONDS, from a thread of its own,
+    until the returned event is set."""
+    stop, client = threading.Event(), current_client()
+
+    def beat() -> None:
+        while not stop.wait(HEARTBEAT_SECONDS):
+            try:
+                client.set_tag(run_id, HEARTBEAT_TAG, str(int(time.time())))
+            except STORE_ERRORS:
+                pass  # a store that fails fails the run's own writes too, which say so
+
+    threading.Thread(target=beat, name=f"heartbeat-{run_id}", daemon=True).start()
+    return stop
 
 
 # Each write to a locked SQLite store waits up to 20 s (the busy timeout MLflow sets). A run
@@ -664,8 +694,9 @@ def close_stale_runs(client: MlflowClient, experiment_id: str) -> list[str]:
     killer, a lost node. How its owner is judged:
     - on this host: gone when no process has its PID and start time;
     - on another host, as a Slurm job (`owner.slurm_job`): gone when Slurm no longer lists the job;
-    - on another host otherwise, or with no owner tags (an older run): never touched, since
-      nothing here can tell a live process there from a dead one.
+    - on another host otherwise (a container, another machine): gone after SILENT_AFTER_SECONDS
+      with no heartbeat (HEARTBEAT_TAG, or its start when it has none), by this host's clock;
+    - with no owner tags (an older run): never touched.
     The `error` tag says how the end was found, and the run's leftover temporary files
     (in its `output_dir`) are removed.
     """
@@ -704,8 +735,15 @@ def _owner_gone(tags: Mapping[str, str]) -> str | None:
             alive = False
         return None if alive else f"its process {pid} on {host} is gone"
     job = tags.get("owner.slurm_job")
-    if job and _slurm_job_ended(job):
-        return f"its Slurm job {job} on {host} has ended"
+    if job:
+        return f"its Slurm job {job} on {host} has ended" if _slurm_job_ended(job) else None
+    try:
+        last_sign = max(float(started), float(tags.get(HEARTBEAT_TAG, 0)))
+    except ValueError:
+        return None
+    silent = time.time() - last_sign
+    if silent > SILENT_AFTER_SECONDS:
+        return f"no heartbeat from its process {pid} on {host} for {silent / 60:.0f} min"
     return None
 
 

@@ -30,7 +30,7 @@ from pathlib import Path
 
 from omegaconf import OmegaConf
 
-from src import stores
+from src import errors, stores
 from src.errors import UserError, clean_exit
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -119,6 +119,7 @@ def main(argv: list[str] | None = None) -> None:
             print(f"MLflow UI: {runs_table_link(url, experiment_name)}   (Ctrl-C stops it)", flush=True)
             server.wait()
         except KeyboardInterrupt:
+            errors.unwinding()
             print("stopped mlflow ui", flush=True)
         finally:
             if server.poll() is None:

@@ -69,6 +69,12 @@ def preset_descriptions(group: str) -> dict[str, str]:
     return descriptions
 
 
+def preset(group: str, option: str) -> DictConfig:
+    """conf/<group>/<option>.yaml as written, uncomposed; empty for `null` or an option with no file."""
+    path = CONF / group / f"{option}.yaml"
+    return OmegaConf.load(path) if path.is_file() else OmegaConf.create()
+
+
 def markdown_table(cfg: DictConfig) -> str:
     """The README's table of keys."""
     lines = ["| key | default | allowed | meaning |", "| --- | --- | --- | --- |"]

@@ -11,7 +11,7 @@ import sys
 import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import closing, contextmanager
+from contextlib import closing, contextmanager, suppress
 from pathlib import Path
 
 import numpy as np
@@ -312,12 +312,20 @@ def test_a_run_killed_without_unwinding_is_ended_by_the_next_run_and_a_live_one_
         (out / ".history.csv.partial-x1y2.csv").write_text("step,loss\n0,1")  # what a writer killed mid-write leaves
         client, _ = _runs(uri)
         experiment_id = client.get_experiment_by_name("autograd-fit").experiment_id
-        remote = {"owner.host": "node-17", "owner.pid": "1", "owner.started": "1"}
-        elsewhere = client.create_run(experiment_id, tags=remote)
+        now, silent = time.time(), tracking.SILENT_AFTER_SECONDS
+        remote = {"owner.host": "node-17", "owner.pid": "1"}
+        elsewhere, beating, silent_run = (
+            client.create_run(experiment_id, tags={**remote, **tags})
+            for tags in (
+                {"owner.started": f"{now - 60}"},  # started a minute ago
+                {"owner.started": f"{now - 2 * silent}", tracking.HEARTBEAT_TAG: f"{now - 60}"},
+                {"owner.started": f"{now - 2 * silent}", tracking.HEARTBEAT_TAG: f"{now - silent - 60}"},
+            )
+        )
 
         again = run_cli("steps=5", cwd=tmp_path, env=tracking_env)
         assert again.returncode == 0, again.stderr
-        assert "ended 1 MLflow run(s) left RUNNING by a process that is gone" in again.stderr + again.stdout
+        assert "ended 2 MLflow run(s) left RUNNING by a process that is gone" in again.stderr + again.stdout
         _, runs = _runs(uri)
         by_dir = {r.data.tags.get("output_dir"): r for r in runs}
         killed = by_dir[str(out)]
@@ -325,7 +333,13 @@ def test_a_run_killed_without_unwinding_is_ended_by_the_next_run_and_a_live_one_
         assert killed.data.tags["error"].startswith(f"left RUNNING: its process {victim.pid} on ")
         assert not list(out.glob(".*partial*")), "the killed run's temporary file was left"
         assert by_dir[str(tmp_path / "alive")].info.status == "RUNNING"  # its owner is alive
-        assert client.get_run(elsewhere.info.run_id).info.status == "RUNNING"  # another host's: not judged here
+        for remote_run in (elsewhere, beating):  # another host's, with a recent sign of life
+            assert client.get_run(remote_run.info.run_id).info.status == "RUNNING"
+        gone = client.get_run(silent_run.info.run_id)
+        assert gone.info.status == "KILLED"
+        minutes = round((silent + 60) / 60)
+        assert gone.data.tags["error"].startswith(f"left RUNNING: no heartbeat from its process 1 on node-17 for "
+                                                  f"{minutes} min")  # fmt: skip
     finally:
         for process in (victim, alive):
             process.kill()
@@ -357,6 +371,34 @@ def test_a_stage_ends_when_dvc_is_killed(signum, repo):
     assert not (repo / "models" / "fit.json").exists()
 
 
+def test_dvc_repro_started_with_ctrl_c_ignored_still_stops_on_a_ctrl_c_to_its_group(repo):
+    """A script's `dvc repro &` inherits SIGINT ignored, as do its stages; a Ctrl-C sent to the whole
+    group (kill -INT -PGID) must still stop the training, not let the pipeline run to its end."""
+    params = (repo / "params.yaml").read_text()
+    long_run = params.replace("lr: 0.001", "lr: 1.0e-06").replace("steps: 800", "steps: 1000000")
+    (repo / "params.yaml").write_text(long_run.replace("'n': 100", "'n': 200000"))
+    dvc_process = subprocess.Popen(
+        [str(BIN / "dvc"), "repro"], cwd=repo, env={**_env(), "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}"},
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True,
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_IGN),  # what `cmd &` in a script does
+    )  # fmt: skip
+    try:
+        deadline = time.monotonic() + 120
+        while "RUNNING" not in run_statuses(repo / "mlflow.db"):
+            assert dvc_process.poll() is None and time.monotonic() < deadline, "training never started"
+            time.sleep(0.3)
+        os.killpg(dvc_process.pid, signal.SIGINT)
+        console, _ = dvc_process.communicate(timeout=60)
+    finally:
+        with suppress(ProcessLookupError):  # what is left of the group, if the Ctrl-C was lost
+            os.killpg(dvc_process.pid, signal.SIGKILL)
+    assert dvc_process.returncode != 0, console[-3000:]
+    assert "interrupted (SIGINT)" in console
+    _, [run] = _runs(f"sqlite:///{repo / 'mlflow.db'}")
+    assert run.info.status == "KILLED"
+    assert not (repo / "models" / "fit.json").exists() and not (repo / "metrics.json").exists()
+
+
 def _catches(pid: int, signum: int) -> bool:
     """Whether process `pid` has a handler of its own for `signum` (the SigCgt mask of /proc/PID/status)."""
     caught = re.search(r"^SigCgt:\s*([0-9a-f]+)$", Path(f"/proc/{pid}/status").read_text(), re.MULTILINE)
@@ -386,14 +428,28 @@ def test_warnings_and_errors_go_to_stderr_and_results_to_stdout(tmp_path, new_st
 
 
 def test_a_full_disk_for_the_runs_files_ends_the_run_in_one_line(tmp_path, tracking_env):
-    with small_disk(tmp_path / "small", "48k") as out:  # room for Hydra's files, not for the figures
-        done = run_cli("steps=5", f"hydra.run.dir={out}", cwd=tmp_path, env=tracking_env)
+    with small_disk(tmp_path / "small", "2m") as out:  # room to start, not for 100,000 steps of history
+        done = run_cli("steps=100000", f"hydra.run.dir={out}", cwd=tmp_path, env=tracking_env)
         assert done.returncode == 1 and "Traceback" not in done.stderr
         [line] = [ln for ln in done.stderr.splitlines() if ln.startswith("error:")]
-        assert line.startswith(f"error: cannot write {out}") and "No space left on device" in line
+        assert line.startswith(f"error: cannot write {out / 'history.csv'}") and "No space left on device" in line
         assert not list(out.glob(".*partial*")), "a partial file was left"
     _, [run] = _runs(tracking_env["MLFLOW_TRACKING_URI"])
     assert run.info.status == "FAILED"
+
+
+@pytest.mark.parametrize("multirun", [False, True])
+def test_a_run_folder_on_a_full_disk_is_refused_before_any_work(multirun, tmp_path, tracking_env):
+    with small_disk(tmp_path / "small", "48k") as disk:  # too little for Hydra's own files and the log
+        key, args = ("hydra.sweep.dir", ["-m", "seed=0,1"]) if multirun else ("hydra.run.dir", [])
+        done = run_cli(*args, "steps=5", f"{key}={disk / 'out'}", cwd=tmp_path, env=tracking_env)
+        left = list(disk.iterdir())
+    assert done.returncode == 1
+    assert done.stderr.splitlines() == [
+        f"error: {key}={disk / 'out'}: {disk} has 48 KiB free, and a run's files need about 1 MiB; free some "
+        f"space there, or choose another {key}"
+    ]
+    assert left == [] and run_statuses(tmp_path / "mlflow.db") == []
 
 
 def test_a_read_only_store_is_named_in_one_line(tmp_path):
@@ -461,13 +517,13 @@ def test_the_collector_is_off_only_while_an_entry_point_imports(module, collecto
 
 
 LOST_INTERRUPT = """
-import gc, os, signal, sys
+import gc, os, signal, sys, time
 import mlflow
 from src import errors, tracking
 
 class Finalized:  # a finalizer, like SQLAlchemy's weakref callbacks, that the collector runs
     def __del__(self):
-        os.kill(os.getpid(), signal.SIGINT)  # handled in here: Python prints the interrupt and drops it
+        os.kill(os.getpid(), int(sys.argv[2]))  # handled in here: Python prints the interrupt and drops it
 
 with errors.clean_exit():
     mlflow.set_tracking_uri(sys.argv[1])
@@ -476,18 +532,61 @@ with errors.clean_exit():
         cycle.itself = cycle
         del cycle
         gc.collect()
-        print("trained on after the interrupt was dropped")
+        print(f"dropped at {time.monotonic()}", flush=True)
+        for _ in range(600):  # a minute of training
+            time.sleep(0.1)
+        print("trained on for a minute after the interrupt was dropped")
 """
 
 
-def test_an_interrupt_dropped_inside_a_finalizer_still_ends_the_run_killed(tmp_path):
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])
+def test_an_interrupt_dropped_inside_a_finalizer_is_acted_on_within_seconds(signum, tmp_path):
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
-    done = subprocess.run([sys.executable, "-c", LOST_INTERRUPT, uri], cwd=ROOT, env=_env(),
+    done = subprocess.run([sys.executable, "-c", LOST_INTERRUPT, uri, str(int(signum))], cwd=ROOT, env=_env(),
                           capture_output=True, text=True, timeout=120)  # fmt: skip
-    assert "Exception ignored in" in done.stderr and "KeyboardInterrupt: SIGINT" in done.stderr  # it was dropped
-    assert "trained on after the interrupt was dropped" in done.stdout
+    ended = time.monotonic()
+    name = signum.name
+    assert "Exception ignored in" in done.stderr and f"KeyboardInterrupt: {name}" in done.stderr  # it was dropped
+    assert "trained on for a minute" not in done.stdout
+    dropped = float(done.stdout.split("dropped at ")[1].split()[0])
+    assert ended - dropped < 10, "the interrupt was acted on only after the work was done"  # not 60 s
     assert done.returncode == 130, done.stderr[-3000:]
-    assert "interrupted (SIGINT)" in done.stderr
+    assert f"interrupted ({name})" in done.stderr
     client = MlflowClient(uri)
     [run] = client.search_runs([client.get_experiment_by_name("lost").experiment_id])
     assert run.info.status == "KILLED"
+
+
+@pytest.mark.parametrize("storage", ["a text file", "a directory", "a read-only database", "a read-only folder"])
+def test_an_optuna_storage_that_cannot_keep_the_study_is_one_line_and_leaves_nothing(storage, tmp_path, tracking_env):
+    with small_disk(tmp_path / "disk", "8m") as disk:
+        target = {"a text file": disk / "notes.txt", "a directory": disk}.get(storage, disk / "optuna.db")
+        if storage == "a text file":
+            target.write_text("not a database\n")
+        if storage == "a read-only database":
+            with closing(sqlite3.connect(target)) as con:
+                con.execute("CREATE TABLE studies (study_id INTEGER)")
+        if storage.startswith("a read-only"):
+            subprocess.run(["mount", "-o", "remount,ro", str(disk)], check=True)
+        done = run_cli("search=optuna_lr", f"hydra.sweeper.storage=sqlite:///{target}", cwd=tmp_path, env=tracking_env)
+    assert done.returncode == 1
+    says = {"a text file": "is not an SQLite database", "a directory": "is a directory"}.get(storage)
+    says = says or "cannot be written"
+    [line] = done.stderr.splitlines()
+    assert line.startswith(f"error: hydra.sweeper.storage=sqlite:///{target}: {target} {says}"), line
+    assert line.endswith("point hydra.sweeper.storage at another file (sqlite:////absolute/path/optuna.db), or "
+                         "leave it null")  # fmt: skip
+    assert run_statuses(tmp_path / "mlflow.db") == [] and not (tmp_path / "multirun").exists()
+
+
+def test_a_running_run_beats_until_it_ends(tmp_path, tracking_env, monkeypatch):
+    monkeypatch.setattr(tracking, "HEARTBEAT_SECONDS", 0.2)
+    client = MlflowClient(tracking_env["MLFLOW_TRACKING_URI"])
+    with tracking.tracked_run(client.create_experiment("beats"), "beats", {}) as run_id:
+        began = time.time()
+        time.sleep(1.5)
+        beat = float(client.get_run(run_id).data.tags[tracking.HEARTBEAT_TAG])
+    assert began - 1 <= beat <= time.time()  # whole seconds
+    last = client.get_run(run_id).data.tags[tracking.HEARTBEAT_TAG]
+    time.sleep(1.5)
+    assert client.get_run(run_id).data.tags[tracking.HEARTBEAT_TAG] == last, "it beat on after the run ended"
