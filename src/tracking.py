@@ -23,6 +23,8 @@ import subprocess
 import tempfile
 import threading
 import time
+import urllib.error
+import urllib.parse
 import urllib.request
 import warnings
 from collections.abc import Iterator, Mapping
@@ -68,7 +70,7 @@ def open_experiment(uri: str, name: str) -> tuple[MlflowClient, str]:
     check_uri(uri)
     db = _sqlite_path(uri)
     if is_server(uri):
-        _check_server(uri)
+        _check_server(uri, name)
     elif db is None and "://" in uri:
         _check_database(uri)
     if db is not None and db.exists() and not db.is_file():
@@ -174,15 +176,21 @@ def _explain(uri: str, error: Exception) -> str:
     return f"the MLflow store {uri} failed: {cause}"
 
 
-def _check_server(uri: str) -> None:
-    """Fail fast, before any run exists, when the tracking server does not answer.
+# How long the tracking server's API may take to answer the first question a run asks it.
+SERVER_ANSWER_SECONDS = 10
 
-    MLflow's own requests retry a dead server for minutes (7 retries with backoff): too long to
-    wait for at the start, but once the server has answered, that patience is what lets a run
-    outlive a server restarted mid-sweep, so it is left as it is.
+
+def _check_server(uri: str, experiment_name: str) -> None:
+    """Fail fast, before any run exists, when the tracking server does not answer, or answers its
+    /health but not its API (stuck, failing, or on a locked database): one question, no retries.
+
+    MLflow's own requests retry a dead or failing server for minutes (7 retries with backoff): too
+    long to wait for at the start, but once the server has answered, that patience is what lets a
+    run outlive a server restarted mid-sweep, so it is left as it is.
     """
+    base = uri.rstrip("/")
     try:
-        with urllib.request.urlopen(f"{uri.rstrip('/')}/health", timeout=5) as response:
+        with urllib.request.urlopen(f"{base}/health", timeout=5) as response:
             response.read()
     except OSError as e:
         reason = getattr(e, "reason", e)
@@ -190,6 +198,26 @@ def _check_server(uri: str) -> None:
             f"cannot reach the MLflow tracking server at {uri} ({reason}); start it (mlflow server --host "
             "127.0.0.1 --port ...) or unset MLFLOW_TRACKING_URI to use the project's mlflow.db"
         ) from e
+    query = urllib.parse.urlencode({"experiment_name": experiment_name})
+    try:
+        with urllib.request.urlopen(f"{base}/api/2.0/mlflow/experiments/get-by-name?{query}",
+                                    timeout=SERVER_ANSWER_SECONDS) as response:  # fmt: skip
+            response.read()
+        return
+    except urllib.error.HTTPError as e:
+        if e.code == 404:  # no such experiment yet: the API answered
+            return
+        try:
+            said = str(json.loads(e.read()).get("message", ""))  # MLflow's own errors are JSON
+        except (ValueError, AttributeError, OSError):
+            said = ""  # an HTML error page, say
+        symptom = f"its API answered HTTP {e.code} ({' '.join(said.split())[:200] or e.reason})"
+    except OSError as e:  # a timeout, or the connection dropped
+        symptom = f"its API did not answer within {SERVER_ANSWER_SECONDS} s ({getattr(e, 'reason', e)})"
+    raise TrackingError(
+        f"the MLflow tracking server at {uri} answers /health, but {symptom}; it, or the database behind it, "
+        "is stuck or failing: look at the server's log, restart it, or unset MLFLOW_TRACKING_URI"
+    )
 
 
 def _sqlite_path(uri: str) -> Path | None:

@@ -1,11 +1,17 @@
 """Multiruns with every launcher, Optuna search, and a real remote tracking server."""
 
+import http.server
+import json
 import math
 import os
 import signal
+import sqlite3
 import subprocess
 import sys
+import threading
 import time
+from collections.abc import Iterator
+from contextlib import ExitStack, closing, contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -14,8 +20,9 @@ import pytest
 from hydra import compose, initialize_config_dir
 from mlflow.tracking import MlflowClient
 
+from src import tracking
 from src.sweep import job_key, one_row_per_job, summarize
-from tests.conftest import CONF, free_port, mlflow_service, rest, run_cli, run_statuses, train_here
+from tests.conftest import CONF, copy_store, free_port, mlflow_service, rest, run_cli, run_statuses, train_here
 
 pytestmark = pytest.mark.slow
 
@@ -288,6 +295,64 @@ def test_an_unreachable_server_fails_fast_and_logs_nothing(tmp_path):
     assert done.returncode == 1
     assert f"cannot reach the MLflow tracking server at http://127.0.0.1:{port}" in done.stderr
     assert "Traceback" not in done.stderr
+    assert elapsed < 30  # seconds, process start-up included; MLflow's own retries take minutes
+    assert not list(tmp_path.rglob("*.png")), "outputs were written for a run that was never recorded"
+
+
+@contextmanager
+def _sick_server(api: str) -> Iterator[str]:
+    """A server on 127.0.0.1 whose /health answers 200 and whose API `api`: "hangs" or answers "500"."""
+
+    class Sick(http.server.BaseHTTPRequestHandler):
+        def do_GET(self):
+            if self.path == "/health":
+                self.send_response(200)
+                self.end_headers()
+                self.wfile.write(b"OK")
+                return
+            if api == "hangs":
+                time.sleep(60)
+                return
+            body = json.dumps({"error_code": "INTERNAL_ERROR", "message": "boom: something inside broke"})
+            self.send_response(500)
+            self.end_headers()
+            self.wfile.write(body.encode())
+
+        def log_message(self, *args):
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", free_port()), Sick)
+    server.daemon_threads = True
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        yield f"http://127.0.0.1:{server.server_port}"
+    finally:
+        server.shutdown()
+
+
+@pytest.mark.serial  # timed
+@pytest.mark.parametrize("sickness", ["hangs", "500", "a real mlflow server on a locked database"])
+def test_a_server_that_answers_health_but_not_its_api_fails_fast_and_logs_nothing(sickness, tmp_path, migrated_store):
+    with ExitStack() as stack:
+        if sickness.startswith("a real"):
+            db = tmp_path / "server.db"
+            copy_store(migrated_store, db)
+            url = stack.enter_context(mlflow_service("server", "--backend-store-uri", f"sqlite:///{db}",
+                                                     "--workers", "1", cwd=tmp_path))  # fmt: skip
+            holder = stack.enter_context(closing(sqlite3.connect(db, isolation_level=None)))
+            holder.execute("BEGIN EXCLUSIVE")  # a stuck process holds the server's database
+        else:
+            url = stack.enter_context(_sick_server(sickness))
+        started = time.monotonic()
+        done = run_cli(cwd=tmp_path, env={**os.environ, "MLFLOW_TRACKING_URI": url})
+        elapsed = time.monotonic() - started
+    assert done.returncode == 1
+    [line] = done.stderr.splitlines()
+    said = {
+        "hangs": f"its API did not answer within {tracking.SERVER_ANSWER_SECONDS} s",
+        "500": "its API answered HTTP 500 (boom: something inside broke)",
+    }.get(sickness, "its API answered HTTP 500 (Internal Server Error)")  # an HTML page: the lock is in its log
+    assert line.startswith(f"error: the MLflow tracking server at {url} answers /health, but {said}"), line
     assert elapsed < 30  # seconds, process start-up included; MLflow's own retries take minutes
     assert not list(tmp_path.rglob("*.png")), "outputs were written for a run that was never recorded"
 
