@@ -36,6 +36,9 @@ def claim(folder: Path) -> Path:
     raise AssertionError("unreachable")
 
 
+FREE_SPACE_NEEDED = 2**20  # bytes: Hydra's files, the log, history.csv and the two figures of a default run
+
+
 def check_can_make(folder: Path, key: str) -> None:
     """Refuse, before Hydra makes it, a run or sweep folder (`key`: hydra.run.dir, hydra.sweep.dir)
     that cannot be made or written: a file in its place, or a read-only place to make it in."""
@@ -49,12 +52,10 @@ def check_can_make(folder: Path, key: str) -> None:
                           f"{key}") from None  # fmt: skip
     free = shutil.disk_usage(existing).free
     if free < FREE_SPACE_NEEDED:  # Hydra's own files (.hydra/, the log) would fail in a traceback
-        need = f"{FREE_SPACE_NEEDED // 2**20} MiB"
-        raise ConfigError(f"{key}={folder}: {existing} has {free // 1024} KiB free, and a run's files need about "
-                          f"{need}; free some space there, or choose another {key}")  # fmt: skip
-
-
-FREE_SPACE_NEEDED = 2**20  # bytes: Hydra's files, the log, history.csv and the two figures of a default run
+        raise ConfigError(
+            f"{key}={folder}: {existing} has {free // 1024} KiB free, and a run's files need about "
+            f"{FREE_SPACE_NEEDED // 2**20} MiB; free some space there, or choose another {key}"
+        )
 
 
 def _given_on_command_line(config: DictConfig, key: str) -> bool:

@@ -176,9 +176,9 @@ def study_storage() -> str:
 def check_study_storage(url: str) -> None:
     """Refuse in one line, before a search makes a run or a folder, an SQLite file its Optuna study cannot
     be kept in: one that is not a database, one that cannot be written, or a new one in a folder that cannot."""
-    if not url.startswith("sqlite:///"):
+    db = tracking._sqlite_path(url)
+    if db is None:
         return  # a database server: Optuna connects to it when the search starts
-    db = Path(url.removeprefix("sqlite:///"))
     fix = "point hydra.sweeper.storage at another file (sqlite:////absolute/path/optuna.db), or leave it null"
     if db.exists() and not db.is_file():
         raise errors.ConfigError(f"hydra.sweeper.storage={url}: {db} is {tracking._file_kind(db)}; {fix}")

@@ -348,9 +348,9 @@ def check_command_line(argv: list[str]) -> None:
     trials = given.get("hydra.sweeper.n_trials", "1")
     if trials.lstrip("-").isdigit() and int(trials) < 1:
         raise ConfigError(f"hydra.sweeper.n_trials={trials}: a search needs at least 1 trial")
-    search = usage.preset("search", given.get("search", "null"))
-    if "storage" in search.get("hydra", {}).get("sweeper", {}):  # an Optuna search, which keeps a study
-        storage = given.get("hydra.sweeper.storage", search["hydra"]["sweeper"]["storage"]) or "null"
+    sweeper = usage.preset("search", given.get("search", "null")).get("hydra", {}).get("sweeper", {})
+    if "storage" in sweeper:  # an Optuna search, which keeps its study in a database
+        storage = given.get("hydra.sweeper.storage", sweeper.storage) or "null"
         if "${" not in storage:
             sweep.check_study_storage(sweep.study_storage() if storage == "null" else storage)
 
