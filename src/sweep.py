@@ -61,7 +61,7 @@ _watching: list[psutil.Process] = []  # the sweep's process, once a job in this 
 
 
 def watch_the_sweep() -> None:
-    """In a job that runs outside the sweep's own process, on its machine (a joblib or submitit_local
+    """In a job that runs outside the sweep's own process, on its machine (a joblib or submitit local
     worker): when the sweep's process dies, even by SIGKILL, this process gets SIGTERM, which ends
     the job's run KILLED; `leave_if_the_sweep_is_gone` then ends the worker. No worker trains on, or
     logs its job under a parent run that nobody will close. (The basic launcher runs jobs in the
@@ -337,7 +337,7 @@ class MlflowSweepCallback(Callback):
     def _abandon(self) -> None:
         """End a sweep that stopped before its end: on an interrupt (SIGINT, SIGTERM) as KILLED, else FAILED.
 
-        Jobs still running in worker processes (joblib, submitit_local) are stopped with SIGTERM,
+        Jobs still running in worker processes (joblib, submitit local) are stopped with SIGTERM,
         which ends each one's run KILLED; a worker its launcher already killed outright left its
         run RUNNING, and `close_stale_runs` ends it.
         """

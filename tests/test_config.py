@@ -5,6 +5,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from omegaconf import OmegaConf
 from hydra.errors import ConfigCompositionException, MissingConfigException
 from mlflow.tracking import MlflowClient
 
@@ -39,6 +40,16 @@ def test_presets_exist():
 def test_every_preset_composes_and_loads(preset):
     config = load_config(compose_config(f"experiment={preset}"))
     assert config.steps >= 1
+
+
+def test_the_local_launcher_is_the_plugins_submitit_local_with_ctrl_c_left_to_the_sweep():
+    """conf/hydra/launcher/local.yaml restates hydra-submitit-launcher's LocalQueueConf, to add the
+    `setup` line its schema has no key for; if the plugin's settings change, so must the file."""
+    from hydra_plugins.hydra_submitit_launcher.config import LocalQueueConf
+
+    ours = OmegaConf.load(CONF / "hydra" / "launcher" / "local.yaml")
+    assert ours.pop("setup") == ["trap '' INT"]
+    assert ours == OmegaConf.structured(LocalQueueConf)
 
 
 def test_seed_presets_select_the_books_streams():

@@ -131,7 +131,7 @@ def test_a_sweep_whose_jobs_cannot_run_says_so_in_a_line_each_and_fails(tmp_path
     assert [p.name for p in sweep_folder.iterdir()] == ["multirun.yaml"]  # no job left a folder
 
 
-@pytest.mark.parametrize("launcher", ["joblib", "submitit_local"])
+@pytest.mark.parametrize("launcher", ["joblib", "local"])
 def test_parallel_launchers_land_every_run_on_a_fresh_database(launcher, tmp_path, new_store_env):
     jobs = "seed=0,1,2,3" if launcher == "joblib" else "seed=0,1"
     extra = ["hydra.launcher.n_jobs=4"] if launcher == "joblib" else []
@@ -371,7 +371,7 @@ def _long_parallel_sweep(launcher: str, cwd: Path, env: dict, **output) -> tuple
     return process, db, psutil.Process(process.pid).children(recursive=True)
 
 
-@pytest.mark.parametrize("launcher", ["joblib", "submitit_local"])
+@pytest.mark.parametrize("launcher", ["joblib", "local"])
 def test_workers_end_their_runs_when_the_sweep_is_killed_outright(launcher, tmp_path, tracking_env):
     """SIGKILL leaves the sweep's process no time to stop its workers: each job watches it
     (src.sweep.watch_the_sweep), ends its run KILLED within a second, and its worker exits."""
@@ -388,8 +388,13 @@ def test_workers_end_their_runs_when_the_sweep_is_killed_outright(launcher, tmp_
 
 @pytest.mark.parametrize(
     "launcher,signum,to_group",
-    [("joblib", signal.SIGTERM, False), ("joblib", signal.SIGINT, True), ("submitit_local", signal.SIGTERM, False)],
-    ids=["joblib-SIGTERM-to-main", "joblib-Ctrl-C-to-group", "submitit_local-SIGTERM-to-main"],
+    [
+        ("joblib", signal.SIGTERM, False),
+        ("joblib", signal.SIGINT, True),
+        ("local", signal.SIGTERM, False),
+        ("local", signal.SIGINT, True),
+    ],
+    ids=["joblib-SIGTERM-to-main", "joblib-Ctrl-C-to-group", "local-SIGTERM-to-main", "local-Ctrl-C-to-group"],
 )
 def test_an_interrupted_parallel_sweep_stops_its_workers_and_ends_every_run_killed(
     launcher, signum, to_group, tmp_path, tracking_env
