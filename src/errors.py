@@ -38,6 +38,12 @@ class TrackingError(UserError, RuntimeError):
     """The MLflow store cannot be reached or used."""
 
 
+class ServerStoppedAnswering(BaseException):
+    """The tracking server stopped answering mid-run (src.tracking.watch_server). A BaseException, like
+    KeyboardInterrupt, so that no `except Exception` on its way out (Hydra's job runner, MLflow's
+    retries) holds it: the process ends with one line."""
+
+
 class TrainingDiverged(UserError, RuntimeError):
     """The loss stopped being finite; the run is recorded as FAILED."""
 
@@ -131,6 +137,10 @@ def clean_exit() -> Iterator[None]:
         interrupted_by = interrupted_by or str(e) or "SIGINT"
         log.error("interrupted (%s); the MLflow run, if one was open, is marked KILLED", interrupted_by)
         raise SystemExit(130) from None
+    except ServerStoppedAnswering as e:
+        if os.environ.get("HYDRA_FULL_ERROR") == "1":
+            raise
+        raise SystemExit(f"error: {e}") from None
     except MemoryError as e:  # numpy's says how much it asked for
         if os.environ.get("HYDRA_FULL_ERROR") == "1":
             raise

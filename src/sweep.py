@@ -32,7 +32,7 @@ import subprocess
 import tempfile
 import threading
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 
 import numpy as np
@@ -285,12 +285,13 @@ class MlflowSweepCallback(Callback):
         self._client = None
         self._parent: str | None = None
         self._beating: threading.Event | None = None  # set: the parent's heartbeat stops
+        self._unwatch: Callable[[], None] = lambda: None  # ends tracking.watch_server's watch of the parent
         self._experiment_name = ""
         self._slurm_jobs: Path | None = None  # submitit's folder of this sweep's Slurm jobs, on Slurm
 
     def __getstate__(self) -> dict:
-        """What a launcher pickles to its workers: all but the parent's heartbeat, which beats here."""
-        return {**self.__dict__, "_beating": None}
+        """What a launcher pickles to its workers: all but the parent's heartbeat and watch, kept here."""
+        return {**self.__dict__, "_beating": None, "_unwatch": None}
 
     def on_multirun_start(self, config: DictConfig, **kwargs) -> None:
         _optuna_logs_through_hydra(config)
@@ -309,7 +310,7 @@ class MlflowSweepCallback(Callback):
             self._parent = client.create_run(experiment_id, run_name=name, tags=tags).info.run_id
             tracking.log_params_and_history(client, self._parent, params=params, history={}, final=[])
             log.info("sweep parent MLflow run %s (%s)", self._parent, name)
-        self._beating = tracking.heartbeat(self._parent)
+        self._beating, self._unwatch = tracking.heartbeat(self._parent), tracking.watch_server(self._parent)
         os.environ[PARENT_RUN_ENV] = self._parent
         os.environ[SWEEP_PID_ENV], os.environ[SWEEP_HOST_ENV] = str(os.getpid()), socket.gethostname()
         if "SlurmLauncher" in str(config.hydra.launcher.get("_target_", "")):  # submitit names job folders by id
@@ -346,9 +347,14 @@ class MlflowSweepCallback(Callback):
         _stop(psutil.Process().children(recursive=True))
         if self._slurm_jobs is not None:
             _cancel_slurm_jobs(self._slurm_jobs)
-        experiment_id = self._client.get_run(self._parent).info.experiment_id
-        tracking.close_stale_runs(self._client, experiment_id)
-        self._close("KILLED" if errors.interrupted_by else "FAILED")
+        parent = self._parent
+        try:
+            experiment_id = self._client.get_run(parent).info.experiment_id
+            tracking.close_stale_runs(self._client, experiment_id)
+            self._close("KILLED" if errors.interrupted_by else "FAILED")
+        except tracking.STORE_ERRORS as e:  # the store failed the sweep, and has said how: one line more
+            log.error("could not end the sweep's parent run %s either (%s); the next run in its experiment ends "
+                      "it KILLED", parent, type(e).__name__)  # fmt: skip
 
     def _close(self, status: str, objective_metric: str = "final_loss") -> str | None:
         """End the parent run with `status`, or FAILED when no job finished or any failed; return the status."""
@@ -370,7 +376,10 @@ class MlflowSweepCallback(Callback):
             if summary["best"]:
                 tracking.register_model(summary["best"]["run_id"], self._experiment_name)
         finally:
-            self._client.set_terminated(parent, status)
+            try:
+                self._client.set_terminated(parent, status)
+            finally:
+                self._unwatch()
         experiment_id = self._client.get_run(parent).info.experiment_id
         log.info("sweep page: %s  (summary: sweep_summary.md and final_loss_vs_lr.png in its artifacts)",
                  tracking.run_link(parent, experiment_id))  # fmt: skip

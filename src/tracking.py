@@ -27,7 +27,7 @@ import urllib.error
 import urllib.parse
 import urllib.request
 import warnings
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import closing, contextmanager, redirect_stderr
 from importlib import metadata
 from pathlib import Path
@@ -186,7 +186,7 @@ def _check_server(uri: str, experiment_name: str) -> None:
 
     MLflow's own requests retry a dead or failing server for minutes (7 retries with backoff): too
     long to wait for at the start, but once the server has answered, that patience is what lets a
-    run outlive a server restarted mid-sweep, so it is left as it is.
+    run outlive a server restarted mid-sweep. A server that turns sick mid-run is `watch_server`'s.
     """
     base = uri.rstrip("/")
     try:
@@ -200,24 +200,101 @@ def _check_server(uri: str, experiment_name: str) -> None:
         ) from e
     query = urllib.parse.urlencode({"experiment_name": experiment_name})
     try:
-        with urllib.request.urlopen(f"{base}/api/2.0/mlflow/experiments/get-by-name?{query}",
-                                    timeout=SERVER_ANSWER_SECONDS) as response:  # fmt: skip
+        symptom = _api_symptom(f"{base}/api/2.0/mlflow/experiments/get-by-name?{query}", SERVER_ANSWER_SECONDS)
+    except ConnectionError as e:
+        symptom = f"its API dropped the connection ({e})"
+    if symptom:
+        raise TrackingError(
+            f"the MLflow tracking server at {uri} answers /health, but {symptom}; it, or the database behind "
+            "it, is stuck or failing: look at the server's log, restart it, or unset MLFLOW_TRACKING_URI"
+        )
+
+
+def _api_symptom(url: str, timeout: float) -> str | None:
+    """Ask a tracking server's REST API `url` once: None when it answers (an HTTP status below 500 is
+    an answer too: 404, no such experiment), else what it did instead. A refused or dropped
+    connection is raised (a ConnectionError): the server is down, which is not the same as sick."""
+    try:
+        with urllib.request.urlopen(url, timeout=timeout) as response:
             response.read()
-        return
+        return None
     except urllib.error.HTTPError as e:
-        if e.code == 404:  # no such experiment yet: the API answered
-            return
+        if e.code < 500:
+            return None
         try:
             said = str(json.loads(e.read()).get("message", ""))  # MLflow's own errors are JSON
         except (ValueError, AttributeError, OSError):
             said = ""  # an HTML error page, say
-        symptom = f"its API answered HTTP {e.code} ({' '.join(said.split())[:200] or e.reason})"
-    except OSError as e:  # a timeout, or the connection dropped
-        symptom = f"its API did not answer within {SERVER_ANSWER_SECONDS} s ({getattr(e, 'reason', e)})"
-    raise TrackingError(
-        f"the MLflow tracking server at {uri} answers /health, but {symptom}; it, or the database behind it, "
-        "is stuck or failing: look at the server's log, restart it, or unset MLFLOW_TRACKING_URI"
-    )
+        return f"its API answered HTTP {e.code} ({' '.join(said.split())[:200] or e.reason})"
+    except urllib.error.URLError as e:
+        if isinstance(e.reason, ConnectionError):
+            raise e.reason from e
+        return f"its API did not answer within {timeout:g} s ({e.reason})"
+    except ConnectionError:
+        raise
+    except OSError as e:  # a timeout while reading the answer
+        return f"its API did not answer within {timeout:g} s ({e})"
+
+
+# A tracking server that turns sick mid-run (its API stuck, failing, or on a locked database) would hold
+# the run in MLflow's retries for minutes. While a run is open, `watch_server` asks the server about it
+# every SERVER_PROBE_SECONDS; once every answer for SERVER_SICK_SECONDS has been a failure, the run stops
+# with one line, well within 30 s of the first failure. A server that refuses connections is down,
+# perhaps for a restart, which MLflow's retries outlast: that is left to them.
+SERVER_PROBE_SECONDS = 2.0
+SERVER_PROBE_TIMEOUT = 5.0
+SERVER_SICK_SECONDS = 10.0
+
+
+def watch_server(run_id: str) -> Callable[[], None]:
+    """Against a tracking server, watch it from a thread while run `run_id` is open; return what ends
+    the watch. When the server is found sick, MLflow's later requests in this process are made once,
+    each bounded by SERVER_PROBE_TIMEOUT (so that ending the run cannot hang in turn), and
+    errors.ServerStoppedAnswering is raised in the main thread, through SIGALRM, which also ends a
+    request of its stuck in a socket."""
+    uri = mlflow.get_tracking_uri()
+    if not is_server(uri) or threading.current_thread() is not threading.main_thread():
+        return lambda: None
+    url = f"{uri.rstrip('/')}/api/2.0/mlflow/runs/get?{urllib.parse.urlencode({'run_id': run_id})}"
+    stop, guard, symptoms = threading.Event(), threading.Lock(), []
+
+    def stopped_answering(signum, frame):  # noqa: ARG001
+        raise errors.ServerStoppedAnswering(
+            f"the MLflow tracking server at {shown(uri)} stopped answering mid-run: {symptoms[0]}; it, or the "
+            "database behind it, is stuck or failing: look at the server's log and restart it"
+        )
+
+    def watch() -> None:
+        failing_since = None
+        while not stop.wait(SERVER_PROBE_SECONDS):
+            asked = time.monotonic()
+            try:
+                symptom = _api_symptom(url, SERVER_PROBE_TIMEOUT)
+            except ConnectionError:
+                symptom = None  # down, not sick
+            if symptom is None:
+                failing_since = None
+                continue
+            failing_since = failing_since or asked
+            if time.monotonic() - failing_since >= SERVER_SICK_SECONDS:
+                break
+        with guard:
+            if stop.is_set():
+                return
+            symptoms.append(f"{symptom}, for {time.monotonic() - failing_since:.0f} s")
+            os.environ["MLFLOW_HTTP_REQUEST_MAX_RETRIES"] = "0"
+            os.environ["MLFLOW_HTTP_REQUEST_TIMEOUT"] = f"{SERVER_PROBE_TIMEOUT:.0f}"
+            signal.pthread_kill(threading.main_thread().ident, signal.SIGALRM)
+
+    previous = signal.signal(signal.SIGALRM, stopped_answering)
+    threading.Thread(target=watch, name=f"server-watch-{run_id}", daemon=True).start()
+
+    def unwatch() -> None:
+        with guard:
+            stop.set()
+        signal.signal(signal.SIGALRM, previous)
+
+    return unwatch
 
 
 def _sqlite_path(uri: str) -> Path | None:
@@ -430,6 +507,7 @@ def tracked_run(
     """
     system_metrics = expected_seconds >= SYSTEM_METRICS_MIN_SECONDS
     if system_metrics:
+        logging.getLogger("mlflow.system_metrics").setLevel(logging.WARNING)  # "Started monitoring ...": noise
         mlflow.set_system_metrics_sampling_interval(max(1.0, expected_seconds / SYSTEM_METRICS_POINTS))
         mlflow.set_system_metrics_samples_before_logging(1)
     # A Ctrl-C or SIGTERM while start_run is still at work, after it has created the run, would
@@ -446,8 +524,8 @@ def tracked_run(
     except BaseException:
         signal.pthread_sigmask(signal.SIG_SETMASK, held)
         raise
-    status = RunStatus.FAILED
-    beating = heartbeat(run.info.run_id)
+    status, server_stopped = RunStatus.FAILED, None
+    beating, unwatch = heartbeat(run.info.run_id), watch_server(run.info.run_id)
     try:
         signal.pthread_sigmask(signal.SIG_SETMASK, held)  # a signal held above is handled here
         yield run.info.run_id
@@ -457,6 +535,9 @@ def tracked_run(
         errors.unwinding()
         status = RunStatus.KILLED
         raise
+    except errors.ServerStoppedAnswering as e:
+        server_stopped = e
+        raise
     except Exception as e:
         try:
             mlflow.set_tag("error", str(e)[:5000])  # shown on the run's page in `mlflow ui`
@@ -465,7 +546,16 @@ def tracked_run(
         raise
     finally:
         beating.set()
-        _end_run(RunStatus.to_string(status))
+        if server_stopped is None:
+            _end_run(RunStatus.to_string(status))
+        else:  # one try, bounded (see watch_server)
+            try:
+                mlflow.end_run(RunStatus.to_string(status))
+            except STORE_ERRORS:
+                told = f"it was not told that run {run.info.run_id} ended"
+                server_stopped.args = (f"{server_stopped}; {told}: if it stays RUNNING there, the next run in its "
+                                       "experiment ends it KILLED",)  # fmt: skip
+        unwatch()
 
 
 # A RUNNING run's owner on another host, outside Slurm, cannot be asked whether it is alive: it

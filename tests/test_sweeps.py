@@ -357,6 +357,60 @@ def test_a_server_that_answers_health_but_not_its_api_fails_fast_and_logs_nothin
     assert not list(tmp_path.rglob("*.png")), "outputs were written for a run that was never recorded"
 
 
+def _process_group_listening_on(url: str) -> int:
+    port = int(url.rsplit(":", 1)[1])
+    [pid] = {c.pid for c in psutil.net_connections("tcp") if c.laddr.port == port and c.status == psutil.CONN_LISTEN}
+    return os.getpgid(pid)
+
+
+@pytest.mark.serial  # timed
+@pytest.mark.parametrize(
+    "sickness,work",
+    [
+        ("stopped with SIGSTOP", ["steps=200000"]),  # stops while the run trains or writes its long histories
+        ("its database locked", ["steps=10000000", "log_every=100000"]),  # while the run trains, for ~45 s
+    ],
+)
+def test_a_server_that_turns_sick_mid_run_ends_it_in_one_line_within_30_s(sickness, work, tmp_path, migrated_store):
+    """A server that stops answering once the run is under way: not MLflow's minutes of retries, but
+    one line naming the server and the symptom (tracking.watch_server); the next run closes the run."""
+    db = tmp_path / "server.db"
+    copy_store(migrated_store, db)
+    with ExitStack() as stack:
+        url = stack.enter_context(mlflow_service("server", "--backend-store-uri", f"sqlite:///{db}",
+                                                 "--workers", "1", cwd=tmp_path))  # fmt: skip
+        env = {**os.environ, "MLFLOW_TRACKING_URI": url}
+        run = subprocess.Popen([sys.executable, "-m", "src.train", *work], cwd=tmp_path, env=env,
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)  # fmt: skip
+        deadline = time.monotonic() + 60
+        while run_statuses(db) != ["RUNNING"]:
+            assert run.poll() is None and time.monotonic() < deadline, "the run never got going"
+            time.sleep(0.1)
+        if sickness.startswith("stopped"):
+            server = _process_group_listening_on(url)
+            os.killpg(server, signal.SIGSTOP)
+            stack.callback(os.killpg, server, signal.SIGCONT)
+        else:
+            holder = stack.enter_context(closing(sqlite3.connect(db, isolation_level=None)))
+            holder.execute("BEGIN EXCLUSIVE")
+            stack.callback(holder.execute, "ROLLBACK")
+        started = time.monotonic()
+        _, stderr = run.communicate(timeout=120)
+        elapsed = time.monotonic() - started
+        stack.close()  # the server recovers
+        assert run.returncode == 1, stderr
+        [line] = stderr.splitlines()
+        assert line.startswith(f"error: the MLflow tracking server at {url} stopped answering mid-run: its API "), line
+        assert line.endswith("if it stays RUNNING there, the next run in its experiment ends it KILLED"), line
+        assert elapsed < 30, f"{elapsed:.1f} s"
+    # The request that ended the run FAILED may have timed out here yet been carried out once the server
+    # recovered; if it was not, the next run ends the run KILLED. It is never left RUNNING, nor FINISHED.
+    with mlflow_service("server", "--backend-store-uri", f"sqlite:///{db}", "--workers", "1", cwd=tmp_path) as url:
+        done = run_cli("steps=5", cwd=tmp_path, env={**os.environ, "MLFLOW_TRACKING_URI": url})
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert sorted(run_statuses(db)) in (["FAILED", "FINISHED"], ["FINISHED", "KILLED"])
+
+
 def _long_parallel_sweep(launcher: str, cwd: Path, env: dict, **output) -> tuple[subprocess.Popen, Path, list]:
     """A 2-job sweep of long jobs on `launcher`, in a session of its own; returned once the parent and
     both jobs are RUNNING, with its store and its worker processes."""
