@@ -171,19 +171,26 @@ def _warn_if_long(seconds: float, points: int, every: int) -> None:
 # Arrays the size of x at the peak of a run: x, y, the noise, x², and two more (torch's ŷ and its
 # gradient; the numpy backend's scratch is block-sized, so it needs less).
 PEAK_ARRAYS = 6
+# A kept step of the history: torch's loop keeps Python floats (about 180 bytes a step), numpy's 32.
+HISTORY_ROW_BYTES = 200
 
 
-def _check_memory(n: int) -> None:
-    """Refuse, before drawing anything, a run whose arrays cannot fit in the memory that is free."""
+def _check_memory(n: int, kept: int) -> None:
+    """Refuse, before drawing anything, a run whose arrays (n points) and history (`kept` steps) cannot
+    fit in the memory that is free."""
     import psutil
 
-    needed = PEAK_ARRAYS * n * 8  # drawn in float64 whatever the dtype
+    data, history = PEAK_ARRAYS * n * 8, HISTORY_ROW_BYTES * kept  # data drawn in float64 whatever the dtype
     available = psutil.virtual_memory().available
-    if needed > available:
-        raise ConfigError(
-            f"config key 'data.n': {n} points need about {needed / 2**30:.1f} GiB, and {available / 2**30:.1f} GiB "
-            "is free; lower data.n"
-        )
+    if data + history <= available:
+        return
+    free = f"{available / 2**30:.1f} GiB is free"
+    if data >= history:
+        raise ConfigError(f"config key 'data.n': {n} points need about {data / 2**30:.1f} GiB, and {free}; lower it")
+    raise ConfigError(
+        f"config key 'steps': a history of {kept} kept steps needs about {history / 2**30:.1f} GiB, and {free}; "
+        "raise log_every (every k-th step is kept) or lower steps"
+    )
 
 
 def _divergence(step: int, loss: np.ndarray, next_loss: float, lr: float, bound: float) -> str:
@@ -277,7 +284,7 @@ def _train_once(
     values Hydra's settings read from the environment, which nothing the run records may hold."""
     config = load_config(cfg)
     refuse_values_from(cfg, hidden)
-    _check_memory(config.data.n)
+    _check_memory(config.data.n, kept_steps(config.steps, config.log_every))
     resolved = OmegaConf.to_container(cfg, resolve=True)
     data = make_problem(config)
     tags, name = {}, None

@@ -147,6 +147,7 @@ KEY_LIST = "(python -m src.train --help lists every key)"
         ("steps=many", "error: config key 'steps'"),
         ("experiment_name=${oc.env:SECRET_X}", "error: config key 'experiment_name': ${oc.env:SECRET_X} reads the env"),
         ("data.n=100000000000", "error: config key 'data.n': 100000000000 points need about"),
+        ("steps=1000000000000", "error: config key 'steps': a history of 1000000000000 kept steps needs about"),
         ("lrr=0.1", f"error: unknown key 'lrr'; did you mean 'lr'? {KEY_LIST}"),
         ("data.nn=5", f"error: unknown key 'data.nn'; did you mean 'data.n'? {KEY_LIST}"),
         ("colour=red", f"error: unknown key 'colour' {KEY_LIST}"),
