@@ -10,6 +10,7 @@ from __future__ import annotations
 import fcntl
 import getpass
 import hashlib
+import http.client
 import io
 import json
 import logging
@@ -234,6 +235,8 @@ def _api_symptom(url: str, timeout: float) -> str | None:
         raise
     except OSError as e:  # a timeout while reading the answer
         return f"its API did not answer within {timeout:g} s ({e})"
+    except http.client.HTTPException as e:  # an answer cut short, or not HTTP
+        return f"its API sent a broken answer ({type(e).__name__})"
 
 
 # A tracking server that turns sick mid-run (its API stuck, failing, or on a locked database) would hold
@@ -246,23 +249,28 @@ SERVER_PROBE_TIMEOUT = 5.0
 SERVER_SICK_SECONDS = 10.0
 
 
+# What the first watch to find the server sick saw; `_raise_server_stopped` raises it in the main thread.
+# The lock makes a watch's firing and its end (or another watch's firing) one after the other.
+_server_trouble: list[str] = []
+_server_trouble_lock = threading.Lock()
+
+
+def _raise_server_stopped(signum, frame):  # noqa: ARG001
+    raise errors.ServerStoppedAnswering(_server_trouble[0])
+
+
 def watch_server(run_id: str) -> Callable[[], None]:
     """Against a tracking server, watch it from a thread while run `run_id` is open; return what ends
     the watch. When the server is found sick, MLflow's later requests in this process are made once,
     each bounded by SERVER_PROBE_TIMEOUT (so that ending the run cannot hang in turn), and
     errors.ServerStoppedAnswering is raised in the main thread, through SIGALRM, which also ends a
-    request of its stuck in a socket."""
+    request of its stuck in a socket. (A sweep's parent and a job of the basic launcher, in the same
+    process, each have a watch; either one may find the server sick first.)"""
     uri = mlflow.get_tracking_uri()
     if not is_server(uri) or threading.current_thread() is not threading.main_thread():
         return lambda: None
     url = f"{uri.rstrip('/')}/api/2.0/mlflow/runs/get?{urllib.parse.urlencode({'run_id': run_id})}"
-    stop, guard, symptoms = threading.Event(), threading.Lock(), []
-
-    def stopped_answering(signum, frame):  # noqa: ARG001
-        raise errors.ServerStoppedAnswering(
-            f"the MLflow tracking server at {shown(uri)} stopped answering mid-run: {symptoms[0]}; it, or the "
-            "database behind it, is stuck or failing: look at the server's log and restart it"
-        )
+    stop = threading.Event()
 
     def watch() -> None:
         failing_since = None
@@ -278,19 +286,23 @@ def watch_server(run_id: str) -> Callable[[], None]:
             failing_since = failing_since or asked
             if time.monotonic() - failing_since >= SERVER_SICK_SECONDS:
                 break
-        with guard:
-            if stop.is_set():
+        with _server_trouble_lock:
+            if stop.is_set() or _server_trouble:
                 return
-            symptoms.append(f"{symptom}, for {time.monotonic() - failing_since:.0f} s")
+            _server_trouble.append(
+                f"the MLflow tracking server at {shown(uri)} stopped answering mid-run: {symptom}, for "
+                f"{time.monotonic() - failing_since:.0f} s; it, or the database behind it, is stuck or failing: "
+                "look at the server's log and restart it"
+            )
             os.environ["MLFLOW_HTTP_REQUEST_MAX_RETRIES"] = "0"
             os.environ["MLFLOW_HTTP_REQUEST_TIMEOUT"] = f"{SERVER_PROBE_TIMEOUT:.0f}"
             signal.pthread_kill(threading.main_thread().ident, signal.SIGALRM)
 
-    previous = signal.signal(signal.SIGALRM, stopped_answering)
+    previous = signal.signal(signal.SIGALRM, _raise_server_stopped)
     threading.Thread(target=watch, name=f"server-watch-{run_id}", daemon=True).start()
 
     def unwatch() -> None:
-        with guard:
+        with _server_trouble_lock:
             stop.set()
         signal.signal(signal.SIGALRM, previous)
 
