@@ -18,8 +18,9 @@ from hydra.core.config_store import ConfigStore
 from matplotlib.figure import Figure
 
 from experiments.report import Findings, conclude, record, significant
-from src.backends import History, load_fit
+from src.backends import History, numpy_gd, torch_gd
 from src.errors import clean_exit
+from src.models import quadratic
 from src.problem import sample_problem
 
 DTYPES = ("float32", "float64")
@@ -45,10 +46,11 @@ class ParityConfig:
 def trajectories(n: int, steps: int, lr: float, seed: int, dtype: str) -> dict[str, History]:
     """Both backends' histories, from the same data and the same start."""
     x, y, w0, b0 = sample_problem(
-        stream="generator", seed=seed, n=n, noise=0.2, true_w=3.0, true_b=2.0,
+        quadratic, stream="generator", seed=seed, n=n, noise=0.2, true_w=3.0, true_b=2.0,
         x_min=-1.0, x_max=1.0, init_w="normal", init_b="normal", dtype=dtype,
     )  # fmt: skip
-    return {backend: load_fit(backend)(x, y, w0, b0, lr=lr, steps=steps) for backend in ("numpy", "torch")}
+    fits = {"numpy": numpy_gd.fit, "torch": torch_gd.fit}
+    return {backend: fit(quadratic, x, y, w0, b0, lr=lr, steps=steps) for backend, fit in fits.items()}
 
 
 def relative_differences(runs: dict[str, History], series: str) -> np.ndarray:

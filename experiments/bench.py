@@ -21,6 +21,7 @@ about a minute, so that the benchmark cannot rot. Cost against n is drawn in `<o
 from __future__ import annotations
 
 import argparse
+import functools
 import os
 import shutil
 import statistics
@@ -39,7 +40,9 @@ import torch  # noqa: E402
 import yaml  # noqa: E402
 from matplotlib import pyplot as plt  # noqa: E402
 
-from src.backends import load_fit  # noqa: E402
+from src import models  # noqa: E402
+from src.backends import numpy_gd, torch_gd  # noqa: E402
+from src.models import quadratic  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 DTYPES = ("float32", "float64")
@@ -118,7 +121,7 @@ def per_step(n: int, dtype: str, steps: int, repeats: int, loops=("book §2.6", 
              "torch backend")) -> dict:  # fmt: skip
     """Seconds per step (min and median) of `loops`, and the numpy trajectories' largest relative gap."""
     x = np.linspace(-1, 1, n).astype(dtype)
-    y = (3 * x**2 + 2 + 0.2 * np.random.default_rng(0).random(n)).astype(dtype)
+    y = (models.values(quadratic, x, 3.0, 2.0) + 0.2 * np.random.default_rng(0).random(n)).astype(dtype)
     w0, b0, lr = 0.5, 0.5, 1.0 / n  # lr well inside the stability bound (≈ 2.2 / n here)
     column = (n, 1)
 
@@ -132,16 +135,15 @@ def per_step(n: int, dtype: str, steps: int, repeats: int, loops=("book §2.6", 
         b = torch.full((1, 1), b0, dtype=tx.dtype, requires_grad=True)
         return book_torch_loop(tx, ty, w, b, lr, steps)
 
-    fits = {name: load_fit(name) for name in ("numpy", "torch")}
     everything = {
         "book §2.6": book_numpy,
-        "numpy backend": lambda: fits["numpy"](x, y, w0, b0, lr=lr, steps=steps),
+        "numpy backend": lambda: numpy_gd.fit(quadratic, x, y, w0, b0, lr=lr, steps=steps),
         "book §2.7": book_torch,
-        "torch backend": lambda: fits["torch"](x, y, w0, b0, lr=lr, steps=steps),
+        "torch backend": lambda: torch_gd.fit(quadratic, x, y, w0, b0, lr=lr, steps=steps),
     }
     times = interleaved({name: everything[name] for name in loops}, repeats)
     w_book, b_book, _ = book_numpy()
-    history = fits["numpy"](x, y, w0, b0, lr=lr, steps=steps)
+    history = numpy_gd.fit(quadratic, x, y, w0, b0, lr=lr, steps=steps)
     gap = max(
         abs(history.w[-1] - w_book.item()) / abs(w_book.item()), abs(history.b[-1] - b_book.item()) / abs(b_book.item())
     )
@@ -177,8 +179,8 @@ def page_faults_per_step(n: int) -> float:
     import resource
 
     x = np.linspace(-1, 1, n)
-    y = 3 * x**2 + 2
-    fit = load_fit("torch")
+    y = models.values(quadratic, x, 3.0, 2.0)
+    fit = functools.partial(torch_gd.fit, quadratic)
     fit(x, y, 0.5, 0.5, lr=1.0 / n, steps=2)  # torch's first allocations
 
     def faults(steps: int) -> int:
@@ -298,8 +300,8 @@ def gpu(n: int, steps: int) -> dict | None:
     if not torch.cuda.is_available():
         return None
     x = np.linspace(-1, 1, n).astype("float32")
-    y = (3 * x**2 + 2).astype("float32")
-    fit = load_fit("torch")
+    y = models.values(quadratic, x, 3.0, 2.0)
+    fit = functools.partial(torch_gd.fit, quadratic)
     fit(x, y, 0.5, 0.5, lr=1.0 / n, steps=10, device="cuda")  # warm-up: context, kernels
     rates = {}
     for device in ("cuda", "cpu"):

@@ -21,9 +21,10 @@ from matplotlib.figure import Figure
 
 from experiments.report import Findings, conclude, record, significant
 from src import plots
-from src.backends import load_fit
+from src.backends import numpy_gd
 from src.errors import clean_exit
-from src.problem import least_squares, loss, lr_bound, sample_problem
+from src.models import loss, quadratic
+from src.problem import sample_problem
 
 
 @dataclass
@@ -39,15 +40,14 @@ class StabilityConfig:
 def sweep(n: int, seed: int, steps: int, lrs: np.ndarray) -> dict:
     """Train at every lr in `lrs` and classify each run; compare with the predicted bound."""
     x, y, w0, b0 = sample_problem(
-        stream="generator", seed=seed, n=n, noise=0.2, true_w=3.0, true_b=2.0,
+        quadratic, stream="generator", seed=seed, n=n, noise=0.2, true_w=3.0, true_b=2.0,
         x_min=-1.0, x_max=1.0, init_w="uniform", init_b="uniform", dtype="float64",
     )  # fmt: skip
-    bound = lr_bound(x)
-    optimum = loss(x, y, *least_squares(x, y))
-    fit = load_fit("numpy")
+    bound = quadratic.lr_bound(x)
+    optimum = loss(quadratic, x, y, *quadratic.optimum(x, y))
     final_losses, converged = [], []
     for lr in lrs:
-        history = fit(x, y, w0, b0, lr=float(lr), steps=steps)
+        history = numpy_gd.fit(quadratic, x, y, w0, b0, lr=float(lr), steps=steps)
         final = history.loss[-1] if not history.diverged else math.inf
         final_losses.append(float(final))
         converged.append(bool(final <= optimum * (1 + 1e-6)))

@@ -14,6 +14,7 @@ from matplotlib import pyplot as plt  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
 from matplotlib.ticker import MaxNLocator  # noqa: E402
 
+from src import models  # noqa: E402
 from src.datafiles import atomic_path  # noqa: E402
 
 MAX_POINTS = 2000  # more dots than this draw no differently, but cost seconds and gigabytes at n = 1e7
@@ -51,11 +52,15 @@ def log10_loss(loss: np.ndarray) -> np.ndarray:
     return np.log10(np.maximum(loss, np.finfo(loss.dtype).tiny))
 
 
-def curve(w: float, b: float, grid: np.ndarray) -> tuple[np.ndarray, int]:
-    """w·grid² + b on `grid`, for a line; points beyond ±AXIS_MAX (a diverged w or b) become gaps."""
+def curve(model, w: float, b: float, grid: np.ndarray) -> tuple[np.ndarray, int]:
+    """The model at (w, b) on `grid`, for a line; points beyond ±AXIS_MAX (a diverged w or b) become gaps."""
     with np.errstate(over="ignore", invalid="ignore"):  # the overflow is the case handled here, by masking
-        values = w * np.asarray(grid, dtype=np.float64) ** 2 + b
+        values = models.values(model, np.asarray(grid, dtype=np.float64), w, b)
     return drawable(values)
+
+
+def _label(model, w: float, b: float) -> str:
+    return models.label(model, _coefficient(w), _coefficient(b))
 
 
 def _coefficient(value: float) -> str:
@@ -78,57 +83,62 @@ def _note_left_out(ax, count: int, what: str) -> None:
         ax.plot([], [], linestyle="none", label=f"not drawn: {count} {what}")
 
 
-def plot_fit(x: np.ndarray, y: np.ndarray, w: float, b: float) -> Figure:
-    """The book's figure: the data as blue dots, the fitted w·x² + b as a red line."""
+def plot_fit(model, x: np.ndarray, y: np.ndarray, w: float, b: float) -> Figure:
+    """The book's figure: the data as blue dots, the fitted model as a red line."""
     fig, ax = _run_figure()
     grid = np.linspace(x.min(), x.max(), 400)
-    fitted, left_out = curve(w, b, grid)
+    fitted, left_out = curve(model, w, b, grid)
     ax.plot(grid, fitted, "r-", label="predict", zorder=3)
     ax.scatter(*_thin(x, y), color="blue", marker="o", label="data")  # the book's label, "true", reads as a curve
     _note_left_out(ax, left_out, f"curve points past ±1e{AXIS_EXPONENT}\n(diverged w, b)")
     ax.set_xlim(x.min(), x.max())
     ax.set_xlabel("x")
     ax.set_ylabel("y")
-    ax.set_title(f"y = {_coefficient(w)}·x² + {_coefficient(b)}")
+    ax.set_title(f"y = {_label(model, w, b)}")
     ax.legend()
     return fig
 
 
 def plot_evaluation(
+    model,
     x_train: np.ndarray,
     y_train: np.ndarray,
     x_test: np.ndarray,
     y_test: np.ndarray,
     w: float,
     b: float,
-    w_star: float,
-    b_star: float,
+    optimum: tuple[float, float] | None,
 ) -> Figure:
-    """The fit and the least-squares optimum, over the training and the held-out points.
+    """The fit and the least-squares optimum (when the model states one), over the training and the
+    held-out points.
 
     When training converged the two curves coincide to the eye, so the optimum is drawn as a thin
     black dashed line on top of a wide red fit, and a panel below plots their difference: both
     curves stay visible, and how far the fit is from the optimum can be read off.
     """
-    fig, (ax, gap) = plt.subplots(2, 1, figsize=(6, 5.4), sharex=True, gridspec_kw={"height_ratios": [3, 1]})
+    rows = {"nrows": 2, "sharex": True, "gridspec_kw": {"height_ratios": [3, 1]}} if optimum else {"nrows": 1}
+    fig, axes = plt.subplots(figsize=(6, 5.4 if optimum else 4.5), **rows)
+    ax = axes[0] if optimum else axes
     grid = np.linspace(min(x_train.min(), x_test.min()), max(x_train.max(), x_test.max()), 200)
-    fitted, left_out = curve(w, b, grid)
-    optimal, _ = curve(w_star, b_star, grid)
+    fitted, left_out = curve(model, w, b, grid)
     ax.scatter(*_thin(x_train, y_train), color="blue", marker="o", s=14, label="train points")
     ax.scatter(*_thin(x_test, y_test), color="orange", marker="x", s=18, label="held-out test points")
-    ax.plot(grid, fitted, "r-", linewidth=3, zorder=3, label=f"fit: {_coefficient(w)}·x² + {_coefficient(b)}")
-    ax.plot(grid, optimal, "k--", linewidth=1, zorder=4,
-            label=f"least squares: {_coefficient(w_star)}·x² + {_coefficient(b_star)}")  # fmt: skip
+    ax.plot(grid, fitted, "r-", linewidth=3, zorder=3, label=f"fit: {_label(model, w, b)}")
+    if optimum:
+        optimal, _ = curve(model, *optimum, grid)
+        ax.plot(grid, optimal, "k--", linewidth=1, zorder=4, label=f"least squares: {_label(model, *optimum)}")
     _note_left_out(ax, left_out, f"fit points past ±1e{AXIS_EXPONENT}\n(diverged w, b)")
     ax.set_ylabel("y")
-    ax.set_title("fit and least squares, over train and held-out test points")
+    ax.set_title(f"fit{' and least squares' if optimum else ''}, over train and held-out test points")
     ax.legend(fontsize=8)
-    with np.errstate(invalid="ignore"):  # inf - inf where the fit diverged: a gap
-        gap.plot(grid, fitted - optimal, "r-")
-    gap.axhline(0, color="k", linestyle="--", linewidth=1)
-    gap.set_xlabel("x")
-    gap.set_ylabel("fit − least sq.")
-    gap.ticklabel_format(axis="y", style="sci", scilimits=(-3, 3))
+    if optimum:
+        gap = axes[1]
+        with np.errstate(invalid="ignore"):  # inf - inf where the fit diverged: a gap
+            gap.plot(grid, fitted - optimal, "r-")
+        gap.axhline(0, color="k", linestyle="--", linewidth=1)
+        gap.set_ylabel("fit − least sq.")
+        gap.ticklabel_format(axis="y", style="sci", scilimits=(-3, 3))
+    (axes[1] if optimum else ax).set_xlabel("x")
     fig.tight_layout()
     return fig
 

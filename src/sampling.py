@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from src import problem
+from src import models, problem
 from src.config import TrainConfig
 
 
@@ -30,9 +30,9 @@ def _data_args(config: TrainConfig) -> dict:
 def make_problem(config: TrainConfig) -> problem.Problem:
     """The training data and the initial (w, b) that `config` asks for."""
     init = {"stream": config.rng.value, "init_w": config.init.w.value, "init_b": config.init.b.value}
-    return problem.sample_problem(**init, **_data_args(config))
+    return problem.sample_problem(models.load(config.model.module), **init, **_data_args(config))
 
 
 def make_test_set(config: TrainConfig) -> tuple[np.ndarray, np.ndarray]:
     """The held-out set for `config`: its x grid and distribution, with noise of its own."""
-    return problem.sample_test_set(**_data_args(config))
+    return problem.sample_test_set(models.load(config.model.module), **_data_args(config))

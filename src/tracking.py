@@ -42,7 +42,7 @@ from mlflow.tracking import MlflowClient
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import SQLAlchemyError
 
-from src import datafiles, errors
+from src import datafiles, errors, models
 from src.errors import TrackingError
 from src.stores import CODE_ROOT, default_uri, is_server, project_root, tracking_uri
 
@@ -638,27 +638,30 @@ def log_dataset(run_id: str, x: np.ndarray, y: np.ndarray, name: str, context: s
 MODEL_CODE = Path(__file__).with_name("model.py")
 
 
-def log_model(w: float, b: float, x_example: np.ndarray) -> str:
+def log_model(model, w: float, b: float, x_example: np.ndarray) -> str:
     """The fit as an MLflow pyfunc model `model` of the active run; returns its id (`m-...`; its
     models:/ URI is tagged on the run).
 
-    The model is `src/model.py`, logged as code, with w and b in its artifact `fit.json`: loading
-    it needs numpy and mlflow only, not this repository.
+    The model is `src/model.py`, logged as code, with the model module (src/models/) as its artifact
+    `formula` and w and b in its artifact `fit.json`: loading it needs numpy and mlflow only, not
+    this repository.
     """
     import pandas as pd
     from mlflow.models import infer_signature
 
     example = pd.DataFrame({"x": np.asarray(x_example, dtype=np.float64)})
-    prediction = w * example["x"].to_numpy() ** 2 + b
+    prediction = models.values(model, example["x"].to_numpy(), w, b)
     logging.getLogger("mlflow.pyfunc").setLevel(logging.WARNING)  # "Validating input example ...", every run
     with tempfile.TemporaryDirectory(prefix="model-") as private:
         code, fit = Path(private) / MODEL_CODE.name, Path(private) / "fit.json"  # made here, so with the mode
         code.write_bytes(MODEL_CODE.read_bytes())  # the umask gives: MLflow copies each file's own mode
+        formula = Path(private) / Path(model.__file__).name
+        formula.write_bytes(Path(model.__file__).read_bytes())
         fit.write_text(json.dumps({"w": float(w), "b": float(b)}))
         info = mlflow.pyfunc.log_model(
             name="model",
             python_model=str(code),
-            artifacts={"fit": str(fit)},
+            artifacts={"fit": str(fit), "formula": str(formula)},
             signature=infer_signature(example, prediction),
             input_example=example,
             pip_requirements=[f"mlflow=={metadata.version('mlflow')}", f"numpy=={metadata.version('numpy')}"],

@@ -23,8 +23,8 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
-from src import datafiles, errors, plots, problem, run_folders, sweep, tracking, usage
-from src.backends import History, estimated_seconds, kept_steps, load_fit, resolve_device
+from src import backends, datafiles, errors, models, plots, problem, run_folders, sweep, tracking, usage
+from src.backends import History, kept_steps
 from src.config import Objective, TrainConfig, flatten, holds, load_config, refuse_values_from, values_from_environment
 from src.errors import ConfigError, DataFileError, TrainingDiverged, UserError, clean_exit
 from src.sampling import make_problem, make_test_set
@@ -68,37 +68,44 @@ def train(
     stage's test set), logged as the `evaluation` dataset. Inside a sweep the run
     is nested under the sweep's.
     """
-    backend = config.backend.name.value
     try:
-        device = resolve_device(backend, config.device.value)
+        model = models.load(config.model.module)
+    except ValueError as e:
+        raise ConfigError(f"config key 'model': {e}") from e
+    try:
+        backend = backends.load(config.backend.module)
+    except ValueError as e:
+        raise ConfigError(f"config key 'backend': {e}") from e
+    try:
+        device = backend.resolve_device(config.device.value)
     except ValueError as e:
         raise ConfigError(f"config key 'device': {e}") from e
     x, y, w0, b0 = data
-    try:
-        bound = problem.lr_bound(x)
-    except ValueError as e:
-        raise DataFileError(f"the training data: {e}") from e
-    if config.lr >= bound:
+    bound = check_data(model, x, y)
+    if bound is not None and config.lr >= bound:
         log.warning(
             "lr=%g is at or above the stability bound 2/λ_max = %.6g for this data: expect divergence", config.lr, bound
         )
 
-    fit = load_fit(backend)
     uri = tracking.tracking_uri()
     client, experiment_id = tracking.open_experiment(uri, config.experiment_name)
-    run_name = run_name or f"{backend} lr={config.lr:g} s{config.seed}"  # s: the seed; short, to fit the runs table
+    # s: the seed; short, to fit the runs table; the model is named when it is not the default
+    model_name = "" if config.model.name == usage.default_choice("model") else f"{config.model.name} "
+    run_name = run_name or f"{model_name}{config.backend.name} lr={config.lr:g} s{config.seed}"
     x_test, y_test = held_out if held_out is not None else make_test_set(config)
     tags = {
-        **tracking.run_tags(backend, device),
+        **tracking.run_tags(config.backend.name, device),
         "output_dir": str(output_dir.resolve()),
         tracking.HELD_OUT_TAG: datafiles.digest(x_test, y_test),
         **(extra_tags or {}),
     }
     parent = sweep.sweep_parent()
-    expected = estimated_seconds(backend, len(x), config.steps)
+    expected = backends.estimated_seconds(backend, len(x), config.steps)
     _warn_if_long(expected, kept_steps(config.steps, config.log_every), config.log_every)
     with tracking.store_errors(uri), tracking.tracked_run(experiment_id, run_name, tags, parent, expected) as run_id:
-        history = fit(
+        history = backends.checked_fit(
+            backend,
+            model,
             x,
             y,
             w0,
@@ -110,11 +117,11 @@ def train(
             progress=_progress_bar,
         )
         w, b = (float(history.w[-1]), float(history.b[-1])) if len(history.w) else (w0, b0)
-        final_loss = problem.loss(x, y, w, b)
-        # Checked here for every backend, whatever it checks itself: a loss that is not finite at any
-        # step, or at the end, is a divergence, never a FINISHED run with a model.
-        diverged = history.diverged or not (np.isfinite(history.loss).all() and math.isfinite(final_loss))
-        files = _run_files(x, y, history, w, b, OmegaConf.to_yaml(resolved))
+        final_loss = models.loss(model, x, y, w, b)
+        # A divergence is a divergence whatever the backend reported (checked_fit checks its history):
+        # never a FINISHED run with a model.
+        diverged = history.diverged or not math.isfinite(final_loss)
+        files = _run_files(model, x, y, history, w, b, OmegaConf.to_yaml(resolved))
         datafiles.write_files(output_dir, files)
         train_set = tracking.log_dataset(run_id, x, y, name="train", context="training", source=data_source)
         test_set = tracking.log_dataset(run_id, x_test, y_test, name="test", context="evaluation",
@@ -126,15 +133,15 @@ def train(
         if not diverged:
             # before the histories: MLflow copies every metric the run has at step 0 onto a new model
             # and reads all their histories to do it, which would cost as much as logging them
-            model_id = tracking.log_model(w, b, x_example=x[:: max(1, len(x) // 5)][:5])
-            test_mse = problem.mse(x_test, y_test, w, b)
-            held_out_scores = {"test_mse": test_mse, "test_r2": problem.r2(x_test, y_test, w, b)}
+            model_id = tracking.log_model(model, w, b, x_example=x[:: max(1, len(x) // 5)][:5])
+            test_mse = models.mse(model, x_test, y_test, w, b)
+            held_out_scores = {"test_mse": test_mse, "test_r2": models.r2(model, x_test, y_test, w, b)}
             final = [*tracking.scores({"final_loss": final_loss, "final_w": w, "final_b": b}, model_id, train_set),
                      *tracking.scores(held_out_scores, model_id, test_set)]  # fmt: skip
         tracking.log_params_and_history(
             client,
             run_id,
-            params={**flatten(resolved), "lr_bound": bound},
+            params={**flatten(resolved), **({"lr_bound": bound} if bound is not None else {})},
             history=tracking.curves(
                 {"loss": history.loss, "log10_loss": plots.log10_loss(history.loss), "w": history.w, "b": history.b}
             ),
@@ -149,6 +156,17 @@ def train(
             next_loss = math.inf if bad.size else final_loss
             raise TrainingDiverged(_divergence(step, history.loss, next_loss, config.lr, bound))
     return Result(run_id, experiment_id, loss=final_loss, w=w, b=b, test_mse=test_mse)
+
+
+def check_data(model, x: np.ndarray, y: np.ndarray) -> float | None:
+    """The model's stability bound on the training data, once the data is known to have a unique
+    optimum and a finite bound where the model states them (the held-out evaluation needs both)."""
+    try:
+        bound = models.lr_bound(model, x)
+        models.optimum(model, x, y)
+    except ValueError as e:
+        raise DataFileError(f"the training data: {e}") from e
+    return bound
 
 
 LONG_RUN_SECONDS = 60
@@ -193,7 +211,7 @@ def _check_memory(n: int, kept: int) -> None:
     )
 
 
-def _divergence(step: int, loss: np.ndarray, next_loss: float, lr: float, bound: float) -> str:
+def _divergence(step: int, loss: np.ndarray, next_loss: float, lr: float, bound: float | None) -> str:
     """What stopped a diverging run, for its `error` tag and the console."""
     if step == 0 and not math.isfinite(next_loss):  # before any step: no lr is to blame
         return (
@@ -204,7 +222,8 @@ def _divergence(step: int, loss: np.ndarray, next_loss: float, lr: float, bound:
         what = f"the loss became non-finite at step {step}"
     else:
         what = f"the loss rose at step {step}, from {loss[-1]:.6g} to {next_loss:.6g}"
-    return f"{what} with lr={lr:g}; gradient descent on this data is stable only for lr < {bound:.6g}; lower lr"
+    stable = f"is stable only for lr < {bound:.6g}" if bound is not None else "needs a smaller step"
+    return f"{what} with lr={lr:g}; gradient descent on this data {stable}; lower lr"
 
 
 def _progress_bar(steps: Iterable[int]) -> Iterable[int]:
@@ -216,14 +235,14 @@ def _progress_bar(steps: Iterable[int]) -> Iterable[int]:
     return tqdm(steps, delay=2, unit="step", leave=False, dynamic_ncols=True)
 
 
-def _run_files(x: np.ndarray, y: np.ndarray, history: History, w: float, b: float, config_yaml: str) -> dict:
+def _run_files(model, x: np.ndarray, y: np.ndarray, history: History, w: float, b: float, config_yaml: str) -> dict:
     """The files a run leaves in its folder and logs to MLflow, made in memory: {name: bytes}."""
     table = np.column_stack([history.step, history.loss, history.w, history.b])
     csv = io.StringIO()
     np.savetxt(csv, table, delimiter=",", header="step,loss,w,b", comments="", fmt=["%d"] + ["%.17g"] * 3)
     return {
         "loss.png": plots.png(plots.plot_loss(history.step, history.loss)),
-        "fit.png": plots.png(plots.plot_fit(x, y, w, b)),
+        "fit.png": plots.png(plots.plot_fit(model, x, y, w, b)),
         "config.yaml": config_yaml.encode(),
         "history.csv": csv.getvalue().encode(),
     }
@@ -326,7 +345,7 @@ def _discard_run_folder(folder: Path) -> None:
 def _sweep_job_name(overrides: list[str]) -> str:
     """A sweep job's run name, what varies and nothing else: 'lr=0.005 torch' fits the runs table's
     column even indented under its parent. (Its number is its `sweep_job` tag; the console says '#3'.)"""
-    return " ".join(o.split("=", 1)[1] if o.startswith("backend=") else o for o in overrides)
+    return " ".join(o.split("=", 1)[1] if o.startswith(("backend=", "model=")) else o for o in overrides)
 
 
 def log_summary(result: Result, experiment_name: str, browse_hint: bool = True) -> None:

@@ -18,7 +18,7 @@ from typing import NamedTuple
 
 from omegaconf import DictConfig, OmegaConf
 
-from src import problem
+from src import models
 from src.config import TrainConfig, load_config
 from src.errors import ConfigError, UserError
 from src.sampling import make_problem
@@ -50,11 +50,11 @@ def keys(cfg: DictConfig, schema: type = TrainConfig, prefix: str = "") -> list[
         if "meaning" not in field.metadata:  # a section (data, init): its keys are documented one by one
             rows += keys(cfg, kind, prefix=f"{name}.")
             continue
-        if dataclasses.is_dataclass(kind):  # a config group (backend): chosen by name
-            value, kind = OmegaConf.select(cfg, f"{name}.name"), typing.get_type_hints(kind)["name"]
+        if dataclasses.is_dataclass(kind):  # a config group (model, backend): chosen by name, from conf/<group>/
+            value, allowed = OmegaConf.select(cfg, f"{name}.name"), " | ".join(sorted(preset_descriptions(name)))
         else:
             value = OmegaConf.select(cfg, name)
-        allowed = " | ".join(m.value for m in kind) if issubclass(kind, Enum) else field.metadata["allowed"]
+            allowed = " | ".join(m.value for m in kind) if issubclass(kind, Enum) else field.metadata["allowed"]
         rows.append(Key(name, str(value), allowed, field.metadata["meaning"]))
     return rows
 
@@ -67,6 +67,19 @@ def preset_descriptions(group: str) -> dict[str, str]:
         first = next((c for c in comments if not c.startswith("@package")), "")
         descriptions[path.stem] = first.split(":", 1)[0]
     return descriptions
+
+
+def default_choice(group: str) -> str | None:
+    """The option of `group` that conf/config.yaml's defaults list chooses."""
+    for entry in OmegaConf.load(CONF / "config.yaml").defaults:
+        if isinstance(entry, DictConfig) and group in entry:
+            return entry[group]
+    return None
+
+
+def options(group: str) -> dict[str, str]:
+    """{option: its module} for the model or backend group: conf/<group>/*.yaml, each naming a module."""
+    return {path.stem: OmegaConf.load(path).module for path in sorted((CONF / group).glob("*.yaml"))}
 
 
 def preset(group: str, option: str) -> DictConfig:
@@ -86,12 +99,14 @@ def markdown_table(cfg: DictConfig) -> str:
 
 def _stability(cfg: DictConfig) -> str:
     try:
-        bound = f"{problem.lr_bound(make_problem(load_config(cfg)).x):.6g}"
+        config = load_config(cfg)
+        bound = models.lr_bound(models.load(config.model.module), make_problem(config).x)
+        bound = "none stated by the model" if bound is None else f"{bound:.6g}"
     except UserError as e:
         bound = f"not computed: {e}"
     return (
         "The loss is a sum over the points, so gradient descent is stable only for lr < 2/λ_max(H),\n"
-        "H = [[Σx⁴, Σx²], [Σx², n]], the loss's Hessian. A run at or above the bound warns before it\n"
+        "H the loss's Hessian in (w, b) (the model's lr_bound). A run at or above the bound warns before it\n"
         "starts; a loss that rises stops it, recorded as FAILED, naming the step and the bound.\n"
         f"For the data this config draws: 2/λ_max = {bound}."
     )
@@ -108,7 +123,7 @@ def help_text(cfg: DictConfig) -> str:
 
     lines = [
         "python -m src.train [key=value ...]",
-        "Fit y = w·x² + b by gradient descent (numpy or torch) and record the run in MLflow.",
+        "Fit a model (the book's, by default) by gradient descent (numpy or torch) and record the run in MLflow.",
         "",
         "Keys (key = value as composed now; allowed values; meaning):",
     ]

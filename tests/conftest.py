@@ -24,6 +24,20 @@ ROOT = Path(__file__).resolve().parents[1]
 CONF = ROOT / "conf"
 
 
+def backend_module(name: str):
+    """The module of the backend conf/backend/NAME.yaml names."""
+    from src import backends, usage
+
+    return backends.load(usage.options("backend")[name])
+
+
+def book_fit(backend: str, x, y, w0: float, b0: float, **options):
+    """`fit` of the backend named `backend` on the book's model, src/models/quadratic.py."""
+    from src.models import quadratic
+
+    return backend_module(backend).fit(quadratic, x, y, w0, b0, **options)
+
+
 def compose_config(*overrides: str) -> DictConfig:
     """conf/config.yaml with `overrides`, composed by Hydra as `python -m src.train` does."""
     with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):

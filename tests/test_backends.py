@@ -1,5 +1,6 @@
 """Both backends, against each other and against what gradient descent must do."""
 
+import functools
 import subprocess
 import sys
 
@@ -7,24 +8,24 @@ import numpy as np
 import pytest
 
 from experiments.bench import book_numpy_loop
-from src.backends import load_fit
 from src.backends.numpy_gd import BLOCK
-from src.problem import lr_bound, sample_problem
-from tests.conftest import ROOT
+from src.models import quadratic
+from src.problem import sample_problem
+from tests.conftest import ROOT, book_fit
 
 BACKENDS = ["numpy", "torch"]
 
 
 def _problem(dtype="float64", n=100, seed=0):
     return sample_problem(
-        stream="generator", seed=seed, n=n, noise=0.2, true_w=3.0, true_b=2.0,
+        quadratic, stream="generator", seed=seed, n=n, noise=0.2, true_w=3.0, true_b=2.0,
         x_min=-1.0, x_max=1.0, init_w="normal", init_b="normal", dtype=dtype,
     )  # fmt: skip
 
 
 def test_backends_follow_the_same_trajectory():
     x, y, w0, b0 = _problem()
-    runs = {name: load_fit(name)(x, y, w0, b0, lr=0.005, steps=800) for name in BACKENDS}
+    runs = {name: book_fit(name, x, y, w0, b0, lr=0.005, steps=800) for name in BACKENDS}
     a, b = runs["numpy"], runs["torch"]
     assert len(a.loss) == len(b.loss) == 800
     for series in ("loss", "w", "b"):
@@ -40,7 +41,7 @@ def test_the_numpy_backend_in_blocks_is_section_2_6_bit_for_bit(dtype):
     column = (n, 1)
     xc, yc = x.reshape(column), y.reshape(column)
     w1, b1, loss = book_numpy_loop(xc, yc, np.full((1, 1), w0, dtype), np.full((1, 1), b0, dtype), lr, 20)
-    history = load_fit("numpy")(x, y, w0, b0, lr=lr, steps=20)
+    history = book_fit("numpy", x, y, w0, b0, lr=lr, steps=20)
     assert (history.w[-1], history.b[-1]) == (w1.item(), b1.item())
     assert history.loss[-1] == loss
 
@@ -49,7 +50,7 @@ def test_the_numpy_backend_in_blocks_is_section_2_6_bit_for_bit(dtype):
 @pytest.mark.parametrize("dtype", ["float32", "float64"])
 def test_history_keeps_dtype_and_length(backend, dtype):
     x, y, w0, b0 = _problem(dtype)
-    history = load_fit(backend)(x, y, w0, b0, lr=0.001, steps=37)
+    history = book_fit(backend, x, y, w0, b0, lr=0.001, steps=37)
     assert not history.diverged
     assert [len(history.loss), len(history.w), len(history.b)] == [37, 37, 37]
     assert history.w.dtype == np.dtype(dtype)
@@ -59,7 +60,7 @@ def test_history_keeps_dtype_and_length(backend, dtype):
 def test_first_step_is_one_gradient_step(backend):
     x, y, w0, b0 = _problem()
     lr = 0.003
-    history = load_fit(backend)(x, y, w0, b0, lr=lr, steps=1)
+    history = book_fit(backend, x, y, w0, b0, lr=lr, steps=1)
     r = w0 * x**2 + b0 - y
     assert history.loss[0] == pytest.approx(0.5 * np.sum(r**2), rel=1e-12)
     assert history.w[0] == pytest.approx(w0 - lr * np.sum(r * x**2), rel=1e-12)
@@ -69,7 +70,7 @@ def test_first_step_is_one_gradient_step(backend):
 @pytest.mark.parametrize("backend", BACKENDS)
 def test_converges_to_least_squares_below_the_bound(backend):
     x, y, w0, b0 = _problem()
-    history = load_fit(backend)(x, y, w0, b0, lr=0.9 * lr_bound(x), steps=3000)
+    history = book_fit(backend, x, y, w0, b0, lr=0.9 * quadratic.lr_bound(x), steps=3000)
     # Closed-form least squares, computed independently of src.problem.
     w_star, b_star = np.linalg.lstsq(np.column_stack([x**2, np.ones_like(x)]), y, rcond=None)[0]
     assert history.w[-1] == pytest.approx(w_star, rel=1e-9)
@@ -88,7 +89,7 @@ def _next_loss(history, x, y) -> float:
 @pytest.mark.parametrize("lr_over_bound", [1.02, 5.0])
 def test_stops_at_the_first_rise_above_the_bound(backend, dtype, lr_over_bound):
     x, y, w0, b0 = _problem(dtype)
-    history = load_fit(backend)(x, y, w0, b0, lr=lr_over_bound * lr_bound(x), steps=5000)
+    history = book_fit(backend, x, y, w0, b0, lr=lr_over_bound * quadratic.lr_bound(x), steps=5000)
     assert history.diverged
     assert 0 < len(history.loss) < 5000
     assert np.isfinite(history.loss).all()  # a finite blow-up: nothing overflowed
@@ -100,7 +101,7 @@ def test_stops_at_the_first_rise_above_the_bound(backend, dtype, lr_over_bound):
 @pytest.mark.parametrize("backend", BACKENDS)
 def test_stops_at_an_overflow(backend):
     x, y, w0, b0 = _problem()
-    history = load_fit(backend)(x, y, w0, b0, lr=1e160, steps=50)
+    history = book_fit(backend, x, y, w0, b0, lr=1e160, steps=50)
     assert history.diverged and len(history.loss) == 1
     assert not np.isfinite(_next_loss(history, x, y))
 
@@ -109,7 +110,7 @@ def test_stops_at_an_overflow(backend):
 def test_a_converged_float32_fit_is_not_mistaken_for_divergence(backend):
     x, y, w0, b0 = _problem("float32")
     # 0.99 of the bound: slow, oscillating convergence, then thousands of steps of rounding noise
-    history = load_fit(backend)(x, y, w0, b0, lr=0.99 * lr_bound(x), steps=20_000)
+    history = book_fit(backend, x, y, w0, b0, lr=0.99 * quadratic.lr_bound(x), steps=20_000)
     assert not history.diverged and len(history.loss) == 20_000
 
 
@@ -137,7 +138,7 @@ print("torch imported:", "torch" in sys.modules)
 @pytest.mark.parametrize("steps,every", [(1000, 100), (1000, 7), (5, 10), (1, 3)])
 def test_a_thinned_history_is_the_full_one_at_every_kth_step_and_the_last(backend, steps, every):
     x, y, w0, b0 = _problem()
-    fit = load_fit(backend)
+    fit = functools.partial(book_fit, backend)
     full, thin = fit(x, y, w0, b0, lr=0.001, steps=steps), fit(x, y, w0, b0, lr=0.001, steps=steps, every=every)
     expected = sorted({*range(0, steps, every), steps - 1})
     assert thin.step.tolist() == expected
@@ -148,8 +149,8 @@ def test_a_thinned_history_is_the_full_one_at_every_kth_step_and_the_last(backen
 @pytest.mark.parametrize("backend", BACKENDS)
 def test_a_thinned_diverging_history_keeps_the_step_before_the_stop(backend):
     x, y, w0, b0 = _problem()
-    fit = load_fit(backend)
-    lr = 1.01 * lr_bound(x)
+    fit = functools.partial(book_fit, backend)
+    lr = 1.01 * quadratic.lr_bound(x)
     full, thin = fit(x, y, w0, b0, lr=lr, steps=5000), fit(x, y, w0, b0, lr=lr, steps=5000, every=1000)
     assert full.diverged and thin.diverged
     assert thin.step[-1] == full.step[-1] == len(full.step) - 1

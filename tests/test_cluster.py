@@ -103,8 +103,8 @@ def _wait_for_runs(env, name: str, sweep: subprocess.Popen, filter_string: str, 
 
 
 def _readme_slurm_recipe() -> list[str]:
-    """The sweep command of the README's Slurm recipe, as words."""
-    readme = (ROOT / "README.md").read_text()
+    """The sweep command of the Slurm recipe in docs/sweeps.md, as words."""
+    readme = (ROOT / "docs" / "sweeps.md").read_text()
     recipe = readme[readme.index("### On a Slurm cluster") : readme.index("The recipe is tested as written")]
     [line] = [ln.strip() for ln in recipe.splitlines() if ln.strip().startswith("python -m src.train -m")]
     return shlex.split(line.split("#")[0])[3:]  # after `python -m src.train`

@@ -9,26 +9,26 @@ from hydra.errors import ConfigCompositionException, MissingConfigException
 from mlflow.tracking import MlflowClient
 from omegaconf import OmegaConf
 
-from src import problem
-from src.backends import resolve_device
-from src.config import Backend, Device, DType, Stream, flatten, load_config
-from src.errors import ConfigError
-from src.train import HIDDEN_FOLDER
-from tests.conftest import CONF, compose_config, run_cli
+from src.config import Device, DType, Stream, flatten, load_config
+from src.errors import ConfigError, DataFileError
+from src.models import quadratic
+from src.sampling import make_problem
+from src.train import HIDDEN_FOLDER, check_data
+from tests.conftest import CONF, backend_module, compose_config, run_cli
 
 PRESETS = sorted(p.stem for p in (CONF / "experiment").glob("*.yaml"))
 
 
 def test_defaults_load_typed():
     config = load_config(compose_config())
-    assert config.backend.name is Backend.numpy
+    assert config.backend.name == "numpy" and config.model.name == "quadratic"
     assert config.device is Device.auto and config.dtype is DType.float64 and config.rng is Stream.generator
     assert (config.lr, config.steps, config.data.n, config.data.noise) == (0.001, 800, 100, 0.2)
 
 
 def test_overrides_reach_the_typed_config():
     config = load_config(compose_config("backend=torch", "lr=0.01", "seed=1", "data.n=7", "device=cpu"))
-    assert config.backend.name is Backend.torch and config.device is Device.cpu
+    assert config.backend.name == "torch" and config.device is Device.cpu
     assert (config.lr, config.seed, config.data.n) == (0.01, 1, 7)
 
 
@@ -55,11 +55,12 @@ def test_the_local_launcher_is_the_plugins_submitit_local_with_ctrl_c_left_to_th
 def test_seed_presets_select_the_books_streams():
     numpy = load_config(compose_config("experiment=seed_numpy"))
     torch_ = load_config(compose_config("experiment=seed_torch"))
+    assert numpy.model.name == torch_.model.name == "quadratic"  # the book's, whatever the default
     assert (numpy.backend.name, numpy.rng, numpy.seed, numpy.dtype) == (
-        Backend.numpy, Stream.legacy_numpy, 100, DType.float64,
+        "numpy", Stream.legacy_numpy, 100, DType.float64,
     )  # fmt: skip
     assert (torch_.backend.name, torch_.rng, torch_.seed, torch_.dtype) == (
-        Backend.torch, Stream.legacy_torch, 100, DType.float32,
+        "torch", Stream.legacy_torch, 100, DType.float32,
     )  # fmt: skip
 
 
@@ -82,7 +83,6 @@ def test_seed_presets_select_the_books_streams():
         ("data.noise=-0.1", "data.noise", ">= 0"),
         ("data.x_min=1.0", "data.x_min", "x_min < x_max"),
         ("data.x_max=-2.0", "data.x_min", "x_min < x_max"),
-        ("device=cuda", "device", "CPU only"),
         ("log_every=0", "log_every", ">= 1"),
         ("seed=-1", "seed", ">= 0"),
         ("seed=4294967296 rng=legacy_numpy", "seed", "below 2**32"),
@@ -101,19 +101,20 @@ def test_bad_values_name_the_key(override, key, says):
 @pytest.mark.parametrize(
     "n,x_min,x_max", [(2, -1.0, 1.0), (2, -2.5, 2.5), (2, -1.0, 2.0), (2, 0.0, 1.0), (3, -1.0, 1.0), (4, -1.0, 1.0)]
 )
-def test_the_config_refuses_exactly_the_grids_whose_optimum_is_not_unique(n, x_min, x_max):
-    """The check before any work agrees with what `evaluate` meets on the grid itself."""
+def test_a_run_refuses_exactly_the_grids_whose_optimum_is_not_unique(n, x_min, x_max):
+    """The check before a run starts agrees with what `evaluate` meets on the grid itself."""
     try:
-        problem.least_squares(np.linspace(x_min, x_max, n), np.arange(n, dtype=np.float64))
+        quadratic.optimum(np.linspace(x_min, x_max, n), np.arange(n, dtype=np.float64))
         unique = True
     except ValueError:
         unique = False
     overrides = (f"data.n={n}", f"data.x_min={x_min}", f"data.x_max={x_max}")
+    x, y, _, _ = make_problem(load_config(compose_config(*overrides)))
     if unique:
-        load_config(compose_config(*overrides))
+        check_data(quadratic, x, y)
     else:
-        with pytest.raises(ConfigError, match="config key 'data.n': 2 points at x = ±"):
-            load_config(compose_config(*overrides))
+        with pytest.raises(DataFileError, match="the optimum is not unique: all 2 points have the same x²"):
+            check_data(quadratic, x, y)
 
 
 def test_unknown_backend_lists_the_choices():
@@ -131,8 +132,8 @@ def test_misspelt_key_is_refused_at_composition():
 @pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has a GPU")
 def test_cuda_without_a_gpu_says_why():
     with pytest.raises(ValueError, match="device=cuda was asked for, but .*use device=cpu"):
-        resolve_device("torch", "cuda")
-    assert resolve_device("torch", "auto") == "cpu"
+        backend_module("torch").resolve_device("cuda")
+    assert backend_module("torch").resolve_device("auto") == "cpu"
 
 
 KEY_LIST = "(python -m src.train --help lists every key)"

@@ -147,10 +147,11 @@ def test_exp_run_overrides_reach_training(repo):
     names = {exp.get("name") for commit in shown for exp in (commit.get("experiments") or [])}
     assert {"fast-lr", "on-torch"} <= names
 
-    # The README's one command that compares experiments fits 120 columns, paged or not, and
+    # The one command that compares experiments (docs/pipeline.md) fits 120 columns, paged or not, and
     # answers "which lr gave what". (With --no-pager, rich fits the table to COLUMNS by folding
     # columns into "…"; the pager gets full lines.)
-    [line] = [line for line in (ROOT / "README.md").read_text().splitlines() if line.startswith("dvc exp show --")]
+    page = (ROOT / "docs" / "pipeline.md").read_text()
+    [line] = [line for line in page.splitlines() if line.startswith("dvc exp show --")]
     compare = shlex.split(line.split("  #")[0])[1:]
     headers = "Experiment test_mse test_r2 loss_gap backend.name lr steps seed data.n".split()
     for pager in ([], ["--no-pager"]):
@@ -266,7 +267,7 @@ def test_a_pipeline_run_is_complete_in_mlflows_rest_api_and_its_model_serves(rep
         )
         assert alias["description"].endswith(f"registered by {tags['mlflow.user']}")
 
-    # `mlflow models predict` on the registry alias, as the README shows it
+    # `mlflow models predict` on the registry alias, as docs/tracking.md shows it
     (tmp_path / "x.csv").write_text("x\n-1.5\n0\n0.25\n2\n")
     env = {**os.environ, "MLFLOW_TRACKING_URI": store}
     done = subprocess.run(

@@ -3,6 +3,7 @@
 import numpy as np
 import pytest
 
+from src.models import quadratic
 from src.stages.evaluate import evaluate
 
 
@@ -14,7 +15,7 @@ def test_evaluate_against_lstsq_and_direct_formulas():
     y_test = 3 * x_test**2 + 2 + 0.2 * rng.random(40)
     w, b = 2.9, 2.2
 
-    m = evaluate(x, y, x_test, y_test, w, b, true_w=3.0, true_b=2.0)
+    m = evaluate(quadratic, x, y, x_test, y_test, w, b, true_w=3.0, true_b=2.0)
 
     (w_star, b_star), *_ = np.linalg.lstsq(np.column_stack([x**2, np.ones_like(x)]), y, rcond=None)
     assert m["w_star"] == pytest.approx(w_star, rel=1e-12) and m["b_star"] == pytest.approx(b_star, rel=1e-12)
@@ -34,7 +35,7 @@ def test_the_optimum_scores_no_gap():
     x = np.linspace(-2, 1, 30)
     y = np.cos(x)  # not even of the model's form
     (w_star, b_star), *_ = np.linalg.lstsq(np.column_stack([x**2, np.ones_like(x)]), y, rcond=None)
-    m = evaluate(x, y, x, y, w_star, b_star, true_w=0.0, true_b=0.0)
+    m = evaluate(quadratic, x, y, x, y, w_star, b_star, true_w=0.0, true_b=0.0)
     assert abs(m["loss_gap"]) < 1e-12
 
 
@@ -48,7 +49,7 @@ def test_an_empty_training_history_is_named(tmp_path):
 
 
 def test_data_too_large_for_float64_is_named():
-    from src.problem import lr_bound
+    from src.models.quadratic import lr_bound
 
     with pytest.raises(ValueError, match="too large for float64"):
         lr_bound(np.array([1e308, 0.5, -1.0]))
@@ -59,7 +60,7 @@ def test_singular_training_data_is_named():
 
     x = np.array([-1.0, 1.0])  # data.n=2 on [-1, 1]: one x², so w and b trade off
     with pytest.raises(DataFileError, match="the optimum is not unique"):
-        evaluate(x, np.array([1.0, 1.0]), x, np.array([1.0, 1.0]), 1.0, 0.0, 1.0, 0.0)
+        evaluate(quadratic, x, np.array([1.0, 1.0]), x, np.array([1.0, 1.0]), 1.0, 0.0, 1.0, 0.0)
 
 
 @pytest.mark.slow

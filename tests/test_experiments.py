@@ -19,6 +19,7 @@ from experiments.jacobian import analyse
 from experiments.lr_stability import sweep
 from experiments.report import console_table, markdown
 from src import plots
+from src.models import quadratic
 from src.problem import sample_problem
 from tests.conftest import ROOT
 
@@ -86,7 +87,7 @@ def test_lr_stability_threshold_is_the_predicted_bound():
     report = sweep(n=100, seed=0, steps=2000, lrs=lrs)
 
     x = sample_problem(
-        stream="generator", seed=0, n=100, noise=0.2, true_w=3.0, true_b=2.0,
+        quadratic, stream="generator", seed=0, n=100, noise=0.2, true_w=3.0, true_b=2.0,
         x_min=-1.0, x_max=1.0, init_w="uniform", init_b="uniform", dtype="float64",
     ).x  # fmt: skip
     hessian = np.array([[np.sum(x**4), np.sum(x**2)], [np.sum(x**2), x.size]])

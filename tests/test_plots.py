@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 from src import plots
+from src.models import quadratic
 
 X = np.linspace(-1, 1, 50)
 Y = 3 * X**2 + 2
@@ -67,7 +68,7 @@ def test_a_finite_loss_history_has_no_note():
 
 @pytest.mark.parametrize("w,b", [(1e308, 1e308), (-1e308, 1e308), (math.inf, 1.0), (1e200, 0.0)])
 def test_fit_plots_of_diverged_parameters_draw_without_warnings(no_warnings, w, b):
-    for fig in (plots.plot_fit(X, Y, w, b), plots.plot_evaluation(X, Y, X, Y, w, b, 3.0, 2.0)):
+    for fig in (plots.plot_fit(quadratic, X, Y, w, b), plots.plot_evaluation(quadratic, X, Y, X, Y, w, b, (3.0, 2.0))):
         ax = fig.axes[0]
         assert any(text.startswith("not drawn: ") for text in _legend_texts(ax))
         assert len(ax.get_title()) < 60  # 1e308 printed with 4 decimals ran to 300 digits
@@ -77,7 +78,7 @@ def test_fit_plots_of_diverged_parameters_draw_without_warnings(no_warnings, w, 
 def test_the_least_squares_curve_shows_on_the_fit_and_their_difference_below():
     # The converged case: the two curves coincide to the eye.
     w_star = 3.0 + 1e-6
-    fig = plots.plot_evaluation(X, Y, X, Y, 3.0, 2.0, w_star, 2.0)
+    fig = plots.plot_evaluation(quadratic, X, Y, X, Y, 3.0, 2.0, (w_star, 2.0))
     ax, gap = fig.axes
     fit, least_squares = _line(ax, "fit:"), _line(ax, "least squares:")
     assert least_squares.get_zorder() > fit.get_zorder() > max(c.get_zorder() for c in ax.collections)
@@ -91,7 +92,7 @@ def test_the_least_squares_curve_shows_on_the_fit_and_their_difference_below():
 
 
 def test_the_run_fit_calls_the_points_data_and_draws_the_curve_above_them():
-    fig = plots.plot_fit(X, Y, 3.0, 2.0)
+    fig = plots.plot_fit(quadratic, X, Y, 3.0, 2.0)
     ax = fig.axes[0]
     assert _legend_texts(ax) == ["predict", "data"]
     assert _line(ax, "predict").get_zorder() > ax.collections[0].get_zorder()

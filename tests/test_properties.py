@@ -5,11 +5,10 @@ import numpy as np
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from src.backends import load_fit, resolve_device
 from src.config import load_config
-from src.problem import lr_bound
+from src.models import quadratic
 from src.sampling import make_problem
-from tests.conftest import compose_config
+from tests.conftest import backend_module, book_fit, compose_config
 
 configs = st.fixed_dictionaries(
     {
@@ -34,10 +33,12 @@ def test_training_converges_below_the_bound_and_otherwise_reports(overrides, wid
     overrides["data.x_max"] = overrides["data.x_min"] + width
     config = load_config(compose_config("device=cpu", *(f"{k}={v}" for k, v in overrides.items())))
     x, y, w0, b0 = make_problem(config)
-    bound = lr_bound(x)
+    bound = quadratic.lr_bound(x)
     lr = lr_over_bound * bound
-    backend = config.backend.name.value
-    history = load_fit(backend)(x, y, w0, b0, lr=lr, steps=config.steps, device=resolve_device(backend, "cpu"))
+    backend = config.backend.name
+    history = book_fit(
+        backend, x, y, w0, b0, lr=lr, steps=config.steps, device=backend_module(backend).resolve_device("cpu")
+    )
 
     assert np.isfinite(history.loss).all() and np.isfinite(history.w).all() and np.isfinite(history.b).all()
     if history.diverged:

@@ -6,10 +6,9 @@ from pathlib import Path
 import matplotlib
 import pytest
 
-from src.backends import load_fit, resolve_device
 from src.config import load_config
 from src.sampling import make_problem
-from tests.conftest import compose_config
+from tests.conftest import backend_module, book_fit, compose_config
 
 matplotlib.use("Agg")
 BOOK = Path(__file__).parent / "book"
@@ -18,9 +17,9 @@ BOOK = Path(__file__).parent / "book"
 def _run_preset(name: str):
     config = load_config(compose_config(f"experiment={name}"))
     x, y, w0, b0 = make_problem(config)
-    backend = config.backend.name.value
-    device = resolve_device(backend, config.device.value)
-    return load_fit(backend)(x, y, w0, b0, lr=config.lr, steps=config.steps, device=device)
+    backend = config.backend.name
+    device = backend_module(backend).resolve_device(config.device.value)
+    return book_fit(backend, x, y, w0, b0, lr=config.lr, steps=config.steps, device=device)
 
 
 @pytest.mark.filterwarnings("ignore:FigureCanvasAgg is non-interactive")

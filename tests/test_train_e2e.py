@@ -1,6 +1,7 @@
 """`python -m src.train` as a user runs it, checked in the MLflow store it wrote to."""
 
 import fcntl
+import functools
 import os
 import pty
 import re
@@ -20,11 +21,10 @@ import pytest
 from mlflow.tracking import MlflowClient
 
 import src.train as train_module
-from src.backends import load_fit
 from src.config import load_config
 from src.errors import TrainingDiverged
 from src.sampling import make_problem
-from tests.conftest import ROOT, compose_config, mlflow_service, rest, run_cli, train_here
+from tests.conftest import ROOT, book_fit, compose_config, mlflow_service, rest, run_cli, train_here
 
 pytestmark = pytest.mark.slow
 matplotlib.use("Agg")
@@ -185,7 +185,7 @@ def test_a_loss_not_finite_from_the_start_fails_the_run_whatever_the_threshold(b
 def test_a_backend_that_misses_a_non_finite_loss_still_fails_its_run(tmp_path, tracking_env, monkeypatch):
     """The check is the pipeline's, not each backend's: a History that says it converged, with an
     infinite loss in it, still ends FAILED, with no model."""
-    fit = load_fit("numpy")
+    fit = functools.partial(book_fit, "numpy")
 
     def forgetful(*args, **kwargs):
         history = fit(*args, **kwargs)
@@ -247,7 +247,7 @@ def test_log_every_keeps_every_kth_step_in_mlflow_and_the_history_file(tmp_path,
     table = np.loadtxt(tmp_path / "out" / "history.csv", delimiter=",", skiprows=1)
     assert table[:, 0].tolist() == [p.step for p in loss]
     x, y, w0, b0 = make_problem(load_config(compose_config()))
-    full = load_fit("numpy")(x, y, w0, b0, lr=0.001, steps=800)  # every step, in this process
+    full = book_fit("numpy", x, y, w0, b0, lr=0.001, steps=800)  # every step, in this process
     np.testing.assert_array_equal([p.value for p in loss], full.loss[table[:, 0].astype(int)])
     assert run.data.metrics["final_w"] == full.w[-1]
 

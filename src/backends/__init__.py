@@ -1,17 +1,25 @@
-"""Gradient-descent backends: one module each, with the same `fit` function.
+"""Gradient-descent backends: one module each in this folder, chosen by `backend=NAME`
+(conf/backend/NAME.yaml names the module). A backend module defines:
 
-`fit(x, y, w0, b0, lr=..., steps=..., device=..., every=..., progress=...) -> History` runs
-full-batch gradient descent on 0.5·Σ(w·x² + b − y)², starting from (w0, b0), and hands back
-every `every`-th step and the last one, so that a long run's history stays small.
-`progress`, when given, wraps the range of steps (a progress bar, say); the math never
-prints anything itself.
-Each backend imports its framework itself, so choosing numpy never imports torch.
+- `fit(model, x, y, w0, b0, *, lr, steps, device, every, progress) -> History`: full-batch
+  gradient descent on the model's loss 0.5·Σ(ŷ − y)² (src/models), starting from (w0, b0),
+  handing back every `every`-th step and the last one, so that a long run's history stays
+  small, and stopping at the first step whose loss is not finite or has risen (`rise_limit`).
+  `progress`, when given, wraps the range of steps (a progress bar, say); the math never
+  prints anything itself, and never calls MLflow.
+- `resolve_device(requested) -> str`: "cpu" or "cuda" from "cpu", "cuda" or "auto"; a ValueError
+  that says why when the request cannot be met.
+- `STEP_COST = (seconds a step, seconds a point a step)`: a rough forecast, to warn before long runs.
+
+`checked_fit` runs any backend and checks what every backend must keep; each backend imports its
+framework itself, so choosing numpy never imports torch.
 """
 
 from __future__ import annotations
 
 import importlib
 import math
+from types import ModuleType
 from typing import NamedTuple
 
 import numpy as np
@@ -69,39 +77,47 @@ def first_bad_step(loss: np.ndarray, rel: float, floor: float) -> int:
     return int(np.argmax(bad)) if bad.any() else len(loss)
 
 
-# Seconds per step, fixed plus per point, measured on a 2-core x86-64 machine (README, Performance).
-STEP_COST = {"numpy": (5e-6, 4.5e-9), "torch": (1e-4, 1.6e-8)}
+REQUIRED = ("fit", "resolve_device", "STEP_COST")
 
 
-def estimated_seconds(backend: str, n: int, steps: int) -> float:
+def load(module: str) -> ModuleType:
+    """The backend module named `module` (such as "src.backends.numpy_gd"), checked for what a backend defines."""
+    try:
+        backend = importlib.import_module(module)
+    except ImportError as e:
+        raise ValueError(f"backend module {module!r} cannot be imported ({e}); see src/backends/__init__.py") from e
+    missing = [name for name in REQUIRED if not hasattr(backend, name)]
+    if missing:
+        raise ValueError(f"backend module {module!r} lacks {', '.join(missing)}; see src/backends/__init__.py")
+    return backend
+
+
+def estimated_seconds(backend: ModuleType, n: int, steps: int) -> float:
     """A rough forecast of how long `fit` takes on the CPU: enough to tell seconds from minutes."""
-    fixed, per_point = STEP_COST[backend]
+    fixed, per_point = backend.STEP_COST
     return steps * (fixed + per_point * n)
 
 
-def load_fit(backend: str):
-    """The `fit` function of the backend named "numpy" or "torch"."""
-    return importlib.import_module(f"src.backends.{backend}_gd").fit
+class BrokenBackend(RuntimeError):
+    """A backend broke its contract (see this module's docstring): a bug in the backend, not in the run."""
 
 
-def resolve_device(backend: str, requested: str) -> str:
-    """The device to train on: "cpu" or "cuda", from "cpu", "cuda" or "auto" (cuda when usable).
-
-    Raises ValueError when cuda is asked for and cannot be used, saying why.
-    """
-    if backend == "numpy":
-        if requested == "cuda":
-            raise ValueError("the numpy backend runs on the CPU only; use backend=torch for device=cuda")
-        return "cpu"
-    import torch
-
-    if requested == "cpu" or (requested == "auto" and not torch.cuda.is_available()):
-        return "cpu"
-    if not torch.cuda.is_available():
-        reason = (
-            f"this torch {torch.__version__} was built without CUDA"
-            if torch.version.cuda is None
-            else f"torch {torch.__version__} (CUDA {torch.version.cuda}) sees no usable GPU"
-        )
-        raise ValueError(f"device=cuda was asked for, but {reason}; use device=cpu or device=auto")
-    return "cuda"
+def checked_fit(backend: ModuleType, model: ModuleType, x: np.ndarray, y: np.ndarray, w0: float, b0: float,
+                **options) -> History:  # fmt: skip
+    """`backend.fit(model, x, y, w0, b0, **options)`, with what every backend must keep checked here:
+    a History of matching shapes, whose steps rise and stay below `steps`, and a divergence (a loss
+    that is not finite, or has risen) reported as one, whether or not the backend stopped there."""
+    history = backend.fit(model, x, y, w0, b0, **options)
+    name = backend.__name__
+    if not isinstance(history, History):
+        raise BrokenBackend(f"{name}.fit returned a {type(history).__name__}, not a History")
+    lengths = {len(history.step), len(history.loss), len(history.w), len(history.b)}
+    if len(lengths) != 1:
+        raise BrokenBackend(f"{name}.fit returned a History whose columns differ in length: {sorted(lengths)}")
+    steps = np.asarray(history.step)
+    if len(steps) and not (np.all(np.diff(steps) > 0) and steps[0] >= 0 and steps[-1] < options["steps"]):
+        raise BrokenBackend(f"{name}.fit returned step numbers that are not increasing within [0, steps)")
+    bad = first_bad_step(np.asarray(history.loss, dtype=np.float64), *rise_limit(y))
+    if bad < len(history.loss):  # the backend missed it: the history up to the last good step stands
+        return History(*(column[:bad] for column in history[:4]), diverged=True)
+    return history

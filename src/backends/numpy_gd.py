@@ -1,9 +1,8 @@
-"""§2.6: gradient descent with hand-written NumPy gradients.
+"""§2.6: gradient descent with the model's hand-written NumPy gradient (`loss_and_grad`).
 
-For L = 0.5·Σ(ŷ − y)² with ŷ = w·x² + b:  dL/dw = Σ(ŷ − y)·x²  and  dL/db = Σ(ŷ − y).
-The sums are the book's own `np.sum` calls, so w and b match §2.6 bit for bit. The loop
-avoids recomputing x² and allocating new arrays every step, and at large n it works block by
-block, in cache, adding the blocks' sums in the order np.sum would (see `summation_tree`).
+The model's sums are the book's own `np.sum` calls, so w and b match §2.6 bit for bit. At
+large n the loop works block by block, in cache, adding the blocks' sums in the order np.sum
+would (see `summation_tree`).
 """
 
 from __future__ import annotations
@@ -15,9 +14,9 @@ import numpy as np
 
 from src.backends import History, history, kept_steps, rise_limit
 
-# Points per block. A step makes eight passes over its arrays; block by block, they run in the
-# CPU's cache instead of memory. 262,144 float64 points are 2 MiB, and the four arrays a block
-# touches (x², y and two scratch blocks) fit in an 8 MiB cache. Measured here (32 MiB of L3):
+# Points per block. A step makes several passes over its arrays; block by block, they run in the
+# CPU's cache instead of memory. 262,144 float64 points are 2 MiB, and the arrays a block touches
+# (x, y and the model's few temporaries) fit in a large L2 or L3 cache. Measured here (32 MiB of L3):
 # a step at n = 1e7 took 48 ms in one block and 24 ms in blocks; smaller blocks did no better.
 BLOCK = 1 << 18
 
@@ -51,32 +50,27 @@ def _add_up(tree: Tree, sums: list[np.ndarray]) -> np.ndarray:
     return _add_up(tree[0], sums) + _add_up(tree[1], sums)
 
 
-def loss_and_grad(
-    x2: np.ndarray, y: np.ndarray, w, b, r: np.ndarray, r_x2: np.ndarray, blocks=None, tree: Tree = 0
-) -> tuple[float, float, float]:
-    """(L, dL/dw, dL/db) at (w, b), given x² and two scratch arrays the size of a block (by default
-    the whole of x, one block). `blocks` and `tree` are `summation_tree(len(x2))`."""
+def loss_and_grad(model, x: np.ndarray, y: np.ndarray, w, b, blocks=None, tree: Tree = 0) -> tuple:
+    """The model's (L, dL/dw, dL/db) at (w, b), block by block when `blocks` and `tree`
+    (`summation_tree(len(x))`) are given, and then added up in np.sum's order."""
     if blocks is None or len(blocks) == 1:
-        squares, grad_w, grad_b = _sums(x2, y, w, b, r, r_x2)
-    else:
-        sums = [np.array(_sums(x2[start:stop], y[start:stop], w, b, r, r_x2)) for start, stop in blocks]
-        squares, grad_w, grad_b = _add_up(tree, sums)
-    return 0.5 * squares, grad_w, grad_b
+        return model.loss_and_grad(x, y, w, b)
+    sums = [np.array(model.loss_and_grad(x[start:stop], y[start:stop], w, b)) for start, stop in blocks]
+    return tuple(_add_up(tree, sums))
 
 
-def _sums(x2: np.ndarray, y: np.ndarray, w, b, r: np.ndarray, r_x2: np.ndarray) -> tuple:
-    """Σ(ŷ − y)², Σ(ŷ − y)·x² and Σ(ŷ − y) over one block, in the scratch arrays' first len(x2) places."""
-    r, r_x2 = r[: len(x2)], r_x2[: len(x2)]
-    np.multiply(x2, w, out=r)
-    r += b
-    r -= y  # r = ŷ − y
-    np.multiply(r, r, out=r_x2)
-    squares = r_x2.sum()  # np.sum, as the book: its order is fixed, np.dot's depends on the CPU
-    np.multiply(r, x2, out=r_x2)
-    return squares, r_x2.sum(), r.sum()
+# Seconds per step, fixed plus per point, measured on a 2-core x86-64 machine (docs/performance.md).
+STEP_COST = (5e-6, 4.5e-9)
+
+
+def resolve_device(requested: str) -> str:
+    if requested == "cuda":
+        raise ValueError("the numpy backend runs on the CPU only; use backend=torch for device=cuda, or device=cpu")
+    return "cpu"
 
 
 def fit(
+    model,
     x: np.ndarray,
     y: np.ndarray,
     w0: float,
@@ -92,9 +86,7 @@ def fit(
         raise ValueError(f"the numpy backend runs on the CPU only, not on {device!r}")
     scalar = x.dtype.type
     w, b, lr = scalar(w0), scalar(b0), scalar(lr)
-    x2 = x * x
     blocks, tree = summation_tree(len(x))
-    r, r_x2 = np.empty(min(len(x), BLOCK), x.dtype), np.empty(min(len(x), BLOCK), x.dtype)
     rows = np.empty((kept_steps(steps, every), 3), dtype=x.dtype)
     numbers = np.empty(len(rows), dtype=np.int64)
     kept = 0
@@ -104,7 +96,7 @@ def fit(
     with np.errstate(over="ignore", invalid="ignore"):  # divergence is detected and reported below
         for i in progress(range(steps)) if progress else range(steps):
             previous = loss
-            loss, grad_w, grad_b = loss_and_grad(x2, y, w, b, r, r_x2, blocks, tree)
+            loss, grad_w, grad_b = loss_and_grad(model, x, y, w, b, blocks, tree)
             if not (math.isfinite(loss) and loss <= limit):  # not finite (from the first step on), or risen
                 diverged, i, loss = True, i - 1, previous  # the last step done is the one before
                 break

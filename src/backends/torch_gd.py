@@ -1,12 +1,9 @@
-"""§2.7: the same gradient descent, with the gradients from torch autograd.
+"""§2.7: the same gradient descent, with the gradients from torch autograd of the model's `predict`.
 
-Each step is the book's: forward, `loss.backward()`, update under `torch.no_grad()`,
-zero the gradients. Three things differ from the book's loop, none of which changes a
-bit of w or b:
-- x² is computed once, not every step;
-- b is added into the product's buffer instead of a new one;
-- the loss 0.5·Σ(ŷ − y)² is `mse_loss(ŷ, y, reduction="sum") / 2`, one fused kernel each
-  way instead of four. Its gradient with respect to ŷ is exactly ŷ − y, as the book's is.
+Each step is the book's: forward, `loss.backward()`, update under `torch.no_grad()`, zero the
+gradients. The loss 0.5·Σ(ŷ − y)² is `mse_loss(ŷ, y, reduction="sum") / 2`, one fused kernel
+each way instead of four; its gradient with respect to ŷ is exactly ŷ − y, as the book's is,
+so not a bit of w or b changes.
 On the CPU the history is read back as Python floats, and a loss that is not finite, or has
 risen (see `rise_limit`), stops training before its backward pass. On cuda it is written into
 a tensor on the device, so the host does not wait for the GPU every step; it is checked every
@@ -26,8 +23,25 @@ from src.backends import History, first_bad_step, history, rise_limit
 
 CUDA_CHECK_EVERY = 100
 
+# Seconds per step, fixed plus per point, measured on a 2-core x86-64 machine (docs/performance.md).
+STEP_COST = (1e-4, 1.6e-8)
+
+
+def resolve_device(requested: str) -> str:
+    if requested == "cpu" or (requested == "auto" and not torch.cuda.is_available()):
+        return "cpu"
+    if not torch.cuda.is_available():
+        reason = (
+            f"this torch {torch.__version__} was built without CUDA"
+            if torch.version.cuda is None
+            else f"torch {torch.__version__} (CUDA {torch.version.cuda}) sees no usable GPU"
+        )
+        raise ValueError(f"device=cuda was asked for, but {reason}; use device=cpu or device=auto")
+    return "cuda"
+
 
 def fit(
+    model,
     x: np.ndarray,
     y: np.ndarray,
     w0: float,
@@ -42,11 +56,9 @@ def fit(
     device = torch.device(device)
     dtype = x.dtype
     rel, floor = rise_limit(y)
-    # Columns and 1x1 parameters, as in the book: ŷ = x²·w + b is a matrix product there,
-    # and its backward pass fixes the order in which the gradient sum is added up.
+    # Columns and 1x1 parameters, as in the book (and `predict`'s contract, src/models).
     x = torch.from_numpy(x).to(device).unsqueeze(1)
     y = torch.from_numpy(y).to(device).unsqueeze(1)
-    x2 = x.pow(2)
     w = torch.full((1, 1), w0, dtype=x.dtype, device=device, requires_grad=True)
     b = torch.full((1, 1), b0, dtype=x.dtype, device=device, requires_grad=True)
     on_cpu = device.type == "cpu"
@@ -54,7 +66,7 @@ def fit(
     limit, value, done = math.inf, math.nan, steps
 
     for i in progress(range(steps)) if progress else range(steps):
-        y_pred = x2.mm(w).add_(b)  # in place: mm's backward needs its inputs, not its output
+        y_pred = model.predict(x, w, b)
         loss = F.mse_loss(y_pred, y, reduction="sum") / 2
         previous, value = value, (loss.item() if on_cpu else loss.detach())
         if on_cpu:

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
-from src import datafiles, plots, problem, tracking
+from src import datafiles, models, plots, tracking
 from src.errors import DataFileError
 from src.stages import MODEL_TAG, load_params, stage_errors
 
@@ -25,6 +25,7 @@ SUMMARY = ("test_mse", "test_r2", "loss_gap")
 
 
 def evaluate(
+    model,
     x_train: np.ndarray,
     y_train: np.ndarray,
     x_test: np.ndarray,
@@ -34,27 +35,32 @@ def evaluate(
     true_w: float,
     true_b: float,
 ) -> dict[str, float]:
-    """Test MSE and R², the least-squares optimum (w*, b*) of the training data and the gaps to it,
-    and the distance to the generating (true_w, true_b)."""
+    """Test MSE and R², the distance to the generating (true_w, true_b), and, when the model states
+    its exact optimum (w*, b*) on the training data, that optimum and the gaps to it."""
+    train_loss = models.loss(model, x_train, y_train, w, b)
+    test_mse = models.mse(model, x_test, y_test, w, b)  # the score `train` logged, and the registry ranks by
+    metrics = {
+        "test_mse": test_mse,
+        "test_r2": models.r2(model, x_test, y_test, w, b),
+        "train_loss": train_loss,
+        "w_error": abs(w - true_w),
+        "b_error": abs(b - true_b),
+    }
     try:
-        w_star, b_star = problem.least_squares(x_train, y_train)
+        optimum = models.optimum(model, x_train, y_train)
     except ValueError as e:
         raise DataFileError(f"the training data: {e}") from e
-    train_loss = problem.loss(x_train, y_train, w, b)
-    optimal_loss = problem.loss(x_train, y_train, w_star, b_star)
-    test_mse = problem.mse(x_test, y_test, w, b)  # the score `train` logged, and the registry ranks by
-    return {
-        "test_mse": test_mse,
-        "test_r2": problem.r2(x_test, y_test, w, b),
-        "train_loss": train_loss,
+    if optimum is None:
+        return metrics
+    w_star, b_star = optimum
+    optimal_loss = models.loss(model, x_train, y_train, w_star, b_star)
+    return metrics | {
         "optimal_loss": optimal_loss,
         "loss_gap": train_loss - optimal_loss,
         "w_star": w_star,
         "b_star": b_star,
         "w_gap": abs(w - w_star),
         "b_gap": abs(b - b_star),
-        "w_error": abs(w - true_w),
-        "b_error": abs(b - true_b),
     }
 
 
@@ -104,20 +110,21 @@ def main(argv: list[str] | None = None) -> None:
         step, loss = _read_loss(model / "history.csv")
         run_id = _run_that_made(model / "fit.json", config.experiment_name)
 
-        metrics = evaluate(x_train, y_train, x_test, y_test, fit["w"], fit["b"], config.data.true_w, config.data.true_b)
+        formula = models.load(config.model.module)
+        metrics = evaluate(formula, x_train, y_train, x_test, y_test, fit["w"], fit["b"], config.data.true_w,
+                           config.data.true_b)  # fmt: skip
         out = Path(args.plots)
         with datafiles.atomic_path(out / "loss.csv") as tmp:
             table = np.column_stack([step, loss, plots.log10_loss(loss)])  # DVC's chart has a linear axis only
             np.savetxt(
                 tmp, table, delimiter=",", header="step,loss,log10_loss", comments="", fmt=["%d", "%.17g", "%.17g"]
             )
-        plots.save(plots.plot_loss(step, loss, optimum=metrics["optimal_loss"]), out / "loss.png")
-        figure = plots.plot_evaluation(
-            x_train, y_train, x_test, y_test, fit["w"], fit["b"], metrics["w_star"], metrics["b_star"]
-        )
+        plots.save(plots.plot_loss(step, loss, optimum=metrics.get("optimal_loss")), out / "loss.png")
+        optimum = (metrics["w_star"], metrics["b_star"]) if "w_star" in metrics else None
+        figure = plots.plot_evaluation(formula, x_train, y_train, x_test, y_test, fit["w"], fit["b"], optimum)
         plots.save(figure, out / "fit.png")
         datafiles.write_json(Path(args.details), {k: v for k, v in metrics.items() if k not in SUMMARY})
-        datafiles.write_json(Path(args.metrics), {k: metrics[k] for k in SUMMARY})
+        datafiles.write_json(Path(args.metrics), {k: metrics[k] for k in SUMMARY if k in metrics})
 
         with tracking.store_errors(tracking.tracking_uri()):
             client = tracking.current_client()
@@ -130,7 +137,8 @@ def main(argv: list[str] | None = None) -> None:
                 client.log_artifact(run_id, str(out / name), artifact_path="evaluation")
             client.log_artifact(run_id, args.metrics, artifact_path="evaluation")
             client.log_artifact(run_id, args.details, artifact_path="evaluation")
-        log.info("test MSE %.6g, R² %.6f, gap to the optimal loss %.3g", *(metrics[k] for k in SUMMARY))
+        gap = f", gap to the optimal loss {metrics['loss_gap']:.3g}" if "loss_gap" in metrics else ""
+        log.info("test MSE %.6g, R² %.6f%s", metrics["test_mse"], metrics["test_r2"], gap)
 
 
 if __name__ == "__main__":
