@@ -27,7 +27,7 @@ run: setup          ## set up, then run the pipeline (params -> generate -> trai
 	@$(BIN)/python -m src.stages.params --check
 	@echo
 	@echo "Results:"
-	@echo "  metrics        metrics.json, eval/details.json   (dvc metrics show; compare experiments: see README)"
+	@echo "  metrics        metrics.json, eval/details.json   (dvc metrics show; compare experiments: docs/pipeline.md)"
 	@echo "  plots          eval/fit.png, eval/loss.png, eval/loss.csv   (dvc plots show -> dvc_plots/index.html)"
 	@echo "  model          models/fit.json, models/history.csv"
 	@echo "  MLflow runs    make ui   (prints the link to the runs table)"

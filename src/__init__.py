@@ -1,4 +1,4 @@
-"""Fit y = w·x² + b by gradient descent, with NumPy or torch, tracked in MLflow."""
+"""Fit a model (the book's: src/models/quadratic.py) by gradient descent, with NumPy or torch, tracked in MLflow."""
 
 import gc
 import os

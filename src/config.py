@@ -55,7 +55,7 @@ class Init(Enum):
 def doc(meaning: str, allowed: str = "") -> Field:
     """A schema field with no default (the value comes from conf/) and its documentation.
 
-    `python -m src.train --help` and the README's table of keys are generated from these
+    `python -m src.train --help` and docs/config.md's table of keys are generated from these
     (src/usage.py); an Enum field's allowed values come from the Enum itself.
     """
     return field(default=MISSING, metadata={"meaning": meaning, "allowed": allowed})

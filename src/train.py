@@ -1,6 +1,6 @@
 """Train: `python -m src.train [key=value ...]`.
 
-Composes `conf/`, fits y = w·x² + b with the chosen backend, and records the run in
+Composes `conf/`, fits the chosen model (conf/model/) with the chosen backend, and records the run in
 MLflow: params, per-step loss/w/b, final values, the loss and fit plots, the resolved
 config and the history as CSV. Returns the objective (`objective=train_loss|test_mse`),
 so Hydra sweepers can minimise it; in a multirun, a diverged job returns inf.
@@ -186,8 +186,8 @@ def _warn_if_long(seconds: float, points: int, every: int) -> None:
                 duration, points, size / 1e9, advice)  # fmt: skip
 
 
-# Arrays the size of x at the peak of a run: x, y, the noise, x², and two more (torch's ŷ and its
-# gradient; the numpy backend's scratch is block-sized, so it needs less).
+# Arrays the size of x at the peak of a run: x, y, the noise, the model's temporaries, and two more
+# (torch's ŷ and its gradient; the numpy backend's temporaries are block-sized, so it needs less).
 PEAK_ARRAYS = 6
 # A kept step of the history: torch's CPU loop keeps a tuple of Python numbers (184 bytes by tracemalloc), numpy's 32.
 HISTORY_ROW_BYTES = 200

@@ -1,4 +1,4 @@
-"""`python -m src.train --help`, and the README's table of config keys.
+"""`python -m src.train --help`, and docs/config.md's table of config keys.
 
 Both are generated here from one source: each key's meaning and allowed range are the field
 docs of the schema (src/config.py), its value is the composed config, and each preset's
@@ -89,7 +89,7 @@ def preset(group: str, option: str) -> DictConfig:
 
 
 def markdown_table(cfg: DictConfig) -> str:
-    """The README's table of keys."""
+    """docs/config.md's table of keys."""
     lines = ["| key | default | allowed | meaning |", "| --- | --- | --- | --- |"]
     for k in keys(cfg):
         allowed = k.allowed.replace("|", r"\|")  # a bare | would end the cell

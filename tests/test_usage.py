@@ -16,7 +16,8 @@ from tests.conftest import ROOT, compose_config, run_cli
 def test_every_config_key_is_documented():
     cfg = compose_config()
     documented = {k.name for k in keys(cfg)}
-    composed = {key.split(".")[0] if key.split(".")[0] in GROUPS else key for key in flatten(OmegaConf.to_container(cfg))}
+    flat = flatten(OmegaConf.to_container(cfg))
+    composed = {key.split(".")[0] if key.split(".")[0] in GROUPS else key for key in flat}
     assert documented == composed
     assert all(k.meaning and k.allowed for k in keys(cfg))
 
