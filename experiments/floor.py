@@ -40,6 +40,7 @@ from mlflow.models import infer_signature  # noqa: E402
 
 from src.backends.numpy_gd import fit  # noqa: E402
 from src.config import flatten  # noqa: E402
+from src.models import quadratic  # noqa: E402
 
 if LEAN_START:
     import atexit
@@ -57,7 +58,7 @@ def main() -> None:
     n = config["data"]["n"]
     x = np.linspace(-1, 1, n)
     y = 3 * x**2 + 2 + 0.2 * rng.random(n)
-    history = fit(x, y, rng.random(), rng.random(), lr=config["lr"], steps=config["steps"])
+    history = fit(quadratic, x, y, rng.random(), rng.random(), lr=config["lr"], steps=config["steps"])
     w, b = float(history.w[-1]), float(history.b[-1])
 
     mlflow.set_tracking_uri(os.environ.get("MLFLOW_TRACKING_URI", "sqlite:///mlflow.db"))

@@ -67,6 +67,7 @@ def test_the_guides_model_and_backend_run_sweep_pass_the_contracts_and_reproduce
 
     # The logged model carries its formula: x³, not the book's x², and without this repository.
     w, b = run.data.metrics["final_w"], run.data.metrics["final_b"]
+    mlflow.set_tracking_uri(f"sqlite:///{repo / 'mlflow.db'}")
     model = mlflow.pyfunc.load_model(run.data.tags["model_uri"])
     x = np.array([-2.0, 0.5, 3.0])
     assert model.predict(pd.DataFrame({"x": x})) == pytest.approx(w * x**3 + b, rel=1e-12)
