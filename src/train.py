@@ -89,9 +89,7 @@ def train(
 
     uri = tracking.tracking_uri()
     client, experiment_id = tracking.open_experiment(uri, config.experiment_name)
-    # s: the seed; short, to fit the runs table; the model is named when it is not the default
-    model_name = "" if config.model.name == usage.default_choice("model") else f"{config.model.name} "
-    run_name = run_name or f"{model_name}{config.backend.name} lr={config.lr:g} s{config.seed}"
+    run_name = run_name or f"{config.model.name} {config.backend.name} lr={config.lr:g} s{config.seed}"  # s: the seed
     x_test, y_test = held_out if held_out is not None else make_test_set(config)
     tags = {
         **tracking.run_tags(config.backend.name, device),

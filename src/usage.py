@@ -69,14 +69,6 @@ def preset_descriptions(group: str) -> dict[str, str]:
     return descriptions
 
 
-def default_choice(group: str) -> str | None:
-    """The option of `group` that conf/config.yaml's defaults list chooses."""
-    for entry in OmegaConf.load(CONF / "config.yaml").defaults:
-        if isinstance(entry, DictConfig) and group in entry:
-            return entry[group]
-    return None
-
-
 def options(group: str) -> dict[str, str]:
     """{option: its module} for the model or backend group: conf/<group>/*.yaml, each naming a module."""
     return {path.stem: OmegaConf.load(path).module for path in sorted((CONF / group).glob("*.yaml"))}

@@ -111,10 +111,10 @@ def test_editing_code_or_the_lock_reruns_the_stages_that_run_on_it(repo):
     def stale() -> set[str]:
         return set(json.loads(dvc(repo, "status", "--json")))
 
-    problem = repo / "src" / "problem.py"
-    problem.write_text(problem.read_text().replace("0.5 * np.sum(r * r)", "0.25 * np.sum(r * r)"))
+    model = repo / "src" / "models" / "quadratic.py"
+    model.write_text(model.read_text().replace("0.5 * np.sum(r * r)", "0.25 * np.sum(r * r)"))
     assert stale() == {"generate", "train", "evaluate"}
-    subprocess.run(["git", "checkout", "src/problem.py"], cwd=repo, check=True)
+    subprocess.run(["git", "checkout", "src/models/quadratic.py"], cwd=repo, check=True)
     assert stale() == set()
     with open(repo / "requirements.lock", "a") as lock:
         lock.write("# upgraded\n")

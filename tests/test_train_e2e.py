@@ -50,7 +50,7 @@ def test_default_run_records_everything(tmp_path, tracking_env):
     assert (
         f"run page: http://127.0.0.1:5000/#/experiments/{run.info.experiment_id}/runs/{run.info.run_id}" in done.stdout
     )
-    assert run.info.run_name == "numpy lr=0.001 s0"  # what varies, within the runs table's column
+    assert run.info.run_name == "quadratic numpy lr=0.001 s0"  # what varies
 
     # MLflow's own tags, which fill the runs table's Source and "Created by" columns
     tags = run.data.tags
