@@ -9,7 +9,10 @@ detach() and requires_grad_() stop or start tracking. It prints those findings a
 conclusion that checks them against what the book says.
 """
 
-from __future__ import annotations
+if __name__ == "__main__":  # first, before the heavy imports below (see src/infra/startup.py)
+    from src.infra import startup
+
+    startup.begin()
 
 import math
 import warnings

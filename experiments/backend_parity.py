@@ -7,7 +7,10 @@ a plot of |Δ| against step in units of the dtype's rounding. It prints a table 
 conclusion against the book.
 """
 
-from __future__ import annotations
+if __name__ == "__main__":  # first, before the heavy imports below (see src/infra/startup.py)
+    from src.infra import startup
+
+    startup.begin()
 
 from dataclasses import dataclass
 

@@ -9,7 +9,10 @@ the vector-Jacobian product vᵀJ, not J. It prints a table of these and a concl
 them against the book.
 """
 
-from __future__ import annotations
+if __name__ == "__main__":  # first, before the heavy imports below (see src/infra/startup.py)
+    from src.infra import startup
+
+    startup.begin()
 
 from dataclasses import dataclass
 

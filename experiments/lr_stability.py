@@ -8,7 +8,10 @@ optimum) or not, and reports the predicted bound against the observed threshold:
 findings and a conclusion on the console and in report.md, and the final loss against lr.
 """
 
-from __future__ import annotations
+if __name__ == "__main__":  # first, before the heavy imports below (see src/infra/startup.py)
+    from src.infra import startup
+
+    startup.begin()
 
 import math
 from dataclasses import dataclass

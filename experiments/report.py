@@ -14,8 +14,10 @@ from hydra.core.hydra_config import HydraConfig
 from matplotlib.figure import Figure
 from omegaconf import OmegaConf
 
-from src import datafiles, plots, tracking
+from src import datafiles, plots, stores
+from src import record as run_record
 from src.config import flatten
+from src.infra import lifecycle, store_access
 
 log = logging.getLogger(__name__)
 
@@ -82,15 +84,15 @@ def record(name: str, cfg, report: Mapping, findings: Findings, figures: Mapping
     for filename, figure in figures.items():
         plots.save(figure, output_dir / filename)
 
-    uri = tracking.tracking_uri()
-    client, experiment_id = tracking.open_experiment(uri, name)
-    tags = tracking.run_tags(backend=backend, device="cpu")
-    with tracking.store_errors(uri), tracking.tracked_run(experiment_id, name, tags) as run_id:
+    uri = stores.tracking_uri()
+    client, experiment_id = store_access.open_experiment(uri, name)
+    tags = run_record.run_tags(backend=backend, device="cpu")
+    with store_access.store_errors(uri), lifecycle.tracked_run(experiment_id, name, tags) as run_id:
         metrics = {k: v for k, v in report.items() if isinstance(v, Real) and not isinstance(v, bool)}
-        tracking.log_params_and_history(client, run_id, flatten(params), history={}, final=tracking.scores(metrics))
+        run_record.log_params_and_history(client, run_id, flatten(params), history={}, final=run_record.scores(metrics))
         for filename in ("report.json", "report.md", *figures):
             client.log_artifact(run_id, str(output_dir / filename))
     log.info("%s: MLflow run %s in experiment '%s'", name, run_id, name)
-    log.info("run page: %s", tracking.run_link(run_id, experiment_id))
+    log.info("run page: %s", run_record.run_link(run_id, experiment_id))
     print(f"\n{name}: {findings.conclusion}\n\n{console_table(findings)}\n\nreport: {output_dir / 'report.md'}")
     return run_id

@@ -39,7 +39,7 @@ class TrackingError(UserError, RuntimeError):
 
 
 class ServerStoppedAnswering(BaseException):
-    """The tracking server stopped answering mid-run (src.tracking.watch_server). A BaseException, like
+    """The tracking server stopped answering mid-run (src.infra.lifecycle.watch_server). A BaseException, like
     KeyboardInterrupt, so that no `except Exception` on its way out (Hydra's job runner, MLflow's
     retries) holds it: the process ends with one line."""
 
@@ -102,7 +102,7 @@ def _already_stopping(signum, frame):
 
 
 def _imports_done() -> None:
-    """If src/__init__.py turned the cycle collector off for the imports: move every object alive now
+    """If src.infra.startup.begin turned the cycle collector off for the imports: move every object alive now
     (the imported modules) out of its sight, and turn it back on; at exit, freeze again, so that
     shutting down does not walk them all once more. Anywhere else the collector is left as it is."""
     if not gc.isenabled():

@@ -1,4 +1,5 @@
-"""The data of §2.6 and §2.7: y = the model at (true_w, true_b) plus noise, and the initial w, b.
+"""The data of §2.6 and §2.7: y = the model at (true_w, true_b) plus noise, the initial w, b, and a
+held-out set; drawn from the samplers' keyword arguments, or from a config (`make_problem`).
 
 Pure NumPy: data and initial values are drawn from an explicit random stream. The model is a
 module of src/models/; the book's is src/models/quadratic.py.
@@ -12,6 +13,7 @@ from typing import NamedTuple
 import numpy as np
 
 from src import models
+from src.config import TrainConfig
 
 
 class Problem(NamedTuple):
@@ -122,3 +124,33 @@ def sample_test_set(
     x = np.linspace(x_min, x_max, n)
     y = _noisy(model, x, np.random.default_rng([seed, 1]), noise, true_w, true_b)
     return x.astype(dtype, copy=False), y.astype(dtype, copy=False)
+
+
+# What a config asks for: the typed config, handed to the samplers above. This module imports only numpy
+# and the config, so the `generate` stage, and anything else that only draws data, starts light.
+
+
+def _data_args(config: TrainConfig) -> dict:
+    """The data keys of `config`, as the keyword arguments of the samplers in src.problem."""
+    data = config.data
+    return {
+        "seed": config.seed,
+        "n": data.n,
+        "noise": data.noise,
+        "true_w": data.true_w,
+        "true_b": data.true_b,
+        "x_min": data.x_min,
+        "x_max": data.x_max,
+        "dtype": config.dtype.value,
+    }
+
+
+def make_problem(config: TrainConfig) -> Problem:
+    """The training data and the initial (w, b) that `config` asks for."""
+    init = {"stream": config.rng.value, "init_w": config.init.w.value, "init_b": config.init.b.value}
+    return sample_problem(models.load(config.model.module), **init, **_data_args(config))
+
+
+def make_test_set(config: TrainConfig) -> tuple[np.ndarray, np.ndarray]:
+    """The held-out set for `config`: its x grid and distribution, with noise of its own."""
+    return sample_test_set(models.load(config.model.module), **_data_args(config))

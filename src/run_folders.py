@@ -12,6 +12,7 @@ folders inside their sweep's own folder. A folder given on the command line
 from __future__ import annotations
 
 import itertools
+import logging
 import os
 import shutil
 import tempfile
@@ -83,3 +84,24 @@ class ClaimRunFolder(Callback):
             # Each job's config is composed afresh from these overrides (Hydra's load_sweep_config),
             # so the claimed folder reaches the jobs only as one of them.
             config.hydra.overrides.hydra.append(f"hydra.sweep.dir={_quoted(folder)}")
+
+
+def discard(folder: Path) -> None:
+    """Remove the output folder Hydra made for a run that never started (its config was refused, say),
+    if it holds nothing but Hydra's own .hydra/ and an empty log; then its parents, while empty."""
+    files = [f for f in folder.rglob("*") if f.is_file()]
+    if any(f.parent.name != ".hydra" and f.stat().st_size > 0 for f in files):
+        return
+    root = logging.getLogger()
+    for handler in list(root.handlers):  # detached, not just closed: a closed FileHandler reopens to write
+        if isinstance(handler, logging.FileHandler) and Path(handler.baseFilename).parent == folder:
+            root.removeHandler(handler)
+            handler.close()
+    shutil.rmtree(folder, ignore_errors=True)
+    for parent in folder.parents:
+        if parent == Path.cwd() or not parent.is_relative_to(Path.cwd()):
+            break
+        try:
+            parent.rmdir()
+        except OSError:  # not empty: another run's folder is in it
+            break

@@ -42,14 +42,15 @@ from mlflow.entities import Run
 from mlflow.tracking import MlflowClient
 from omegaconf import DictConfig, OmegaConf
 
-from src import datafiles, errors, plots, tracking
+from src import datafiles, errors, plots, record, registry, run_folders, stores
+from src.errors import TrainingDiverged, UserError
+from src.infra import lifecycle, provenance, store_access
 
 PARENT_RUN_ENV = "SWEEP_PARENT_RUN_ID"
 SWEEP_PID_ENV, SWEEP_HOST_ENV = "SWEEP_PID", "SWEEP_HOST"  # the sweep's own process, which launches the jobs
 RESUMED_AT_ENV = "SWEEP_RESUMED_AT"  # set in a resumed sweep: when this attempt began, in ms since the epoch
 SWEEP_KEY_TAG = "sweep_key"
 JOB_KEY_TAG = "sweep_job_key"
-DIVERGED_TAG = "diverged"  # "true" on a run whose loss diverged: FAILED, but with a known result
 TABLE_COLUMNS = ("job", "backend", "lr", "seed", "status", "final_loss", "objective", "run_id")
 # The metric each `objective` setting returns to the sweeper, by which the sweep ranks its jobs.
 OBJECTIVE_METRIC = {"train_loss": "final_loss", "test_mse": "test_mse"}
@@ -151,8 +152,8 @@ def earlier_result(key: str, objective_metric: str) -> tuple[str, float] | None:
     parent, resumed_at = sweep_parent(), os.environ.get(RESUMED_AT_ENV)
     if not (parent and resumed_at):
         return None
-    with tracking.store_errors(tracking.tracking_uri()):
-        client = tracking.current_client()
+    with store_access.store_errors(stores.tracking_uri()):
+        client = record.current_client()
         runs = client.search_runs(
             [client.get_run(parent).info.experiment_id],
             filter_string=f"tags.`mlflow.parentRunId` = '{parent}' AND tags.{JOB_KEY_TAG} = '{key}' "
@@ -161,34 +162,34 @@ def earlier_result(key: str, objective_metric: str) -> tuple[str, float] | None:
     for run in runs:
         if run.info.status == "FINISHED" and objective_metric in run.data.metrics:
             return run.info.run_id, run.data.metrics[objective_metric]
-        if run.info.status == "FAILED" and run.data.tags.get(DIVERGED_TAG) == "true":
+        if run.info.status == "FAILED" and run.data.tags.get(record.DIVERGED_TAG) == "true":
             return run.info.run_id, math.inf
     return None
 
 
 def study_storage() -> str:
     """Where an Optuna search keeps its study: optuna.db beside the MLflow SQLite store, else in the project root."""
-    uri = tracking.tracking_uri()
-    folder = Path(uri.removeprefix("sqlite:///")).parent if uri.startswith("sqlite:///") else tracking.project_root()
+    uri = stores.tracking_uri()
+    folder = Path(uri.removeprefix("sqlite:///")).parent if uri.startswith("sqlite:///") else stores.project_root()
     return f"sqlite:///{folder / 'optuna.db'}"
 
 
 def check_study_storage(url: str) -> None:
     """Refuse in one line, before a search makes a run or a folder, an SQLite file its Optuna study cannot
     be kept in: one that is not a database, one that cannot be written, or a new one in a folder that cannot."""
-    db = tracking._sqlite_path(url)
+    db = store_access._sqlite_path(url)
     if db is None:
         return  # a database server: Optuna connects to it when the search starts
     fix = "point hydra.sweeper.storage at another file (sqlite:////absolute/path/optuna.db), or leave it null"
     if db.exists() and not db.is_file():
-        raise errors.ConfigError(f"hydra.sweeper.storage={url}: {db} is {tracking._file_kind(db)}; {fix}")
+        raise errors.ConfigError(f"hydra.sweeper.storage={url}: {db} is {store_access._file_kind(db)}; {fix}")
     if db.exists() and db.stat().st_size > 0:
         with db.open("rb") as f:
             if f.read(16) != b"SQLite format 3\x00":
                 raise errors.ConfigError(f"hydra.sweeper.storage={url}: {db} is not an SQLite database; {fix}")
     try:
         if db.exists():
-            tracking._check_writable(db)
+            store_access._check_writable(db)
         else:
             tempfile.TemporaryFile(dir=db.parent).close()  # where Optuna will create it
     except (sqlite3.Error, OSError) as e:
@@ -221,11 +222,11 @@ def record_failed_job(name: str, number: int, error: str) -> None:
     if parent is None:
         return
     try:
-        client = tracking.current_client()
+        client = record.current_client()
         tags = {"mlflow.parentRunId": parent, "sweep_job": str(number), "error": error[:5000]}
         run = client.create_run(client.get_run(parent).info.experiment_id, run_name=name, tags=tags)
         client.set_terminated(run.info.run_id, "FAILED")
-    except tracking.STORE_ERRORS:
+    except store_access.STORE_ERRORS:
         pass  # the store itself failed: the job's own line says so
 
 
@@ -285,7 +286,7 @@ class MlflowSweepCallback(Callback):
         self._client = None
         self._parent: str | None = None
         self._beating: threading.Event | None = None  # set: the parent's heartbeat stops
-        self._unwatch: Callable[[], None] = lambda: None  # ends tracking.watch_server's watch of the parent
+        self._unwatch: Callable[[], None] = lambda: None  # ends lifecycle.watch_server's watch of the parent
         self._experiment_name = ""
         self._slurm_jobs: Path | None = None  # submitit's folder of this sweep's Slurm jobs, on Slurm
 
@@ -295,10 +296,10 @@ class MlflowSweepCallback(Callback):
 
     def on_multirun_start(self, config: DictConfig, **kwargs) -> None:
         _optuna_logs_through_hydra(config)
-        client, experiment_id = tracking.open_experiment(tracking.tracking_uri(), config.experiment_name)
+        client, experiment_id = store_access.open_experiment(stores.tracking_uri(), config.experiment_name)
         self._client, self._experiment_name = client, config.experiment_name
         sweeper = OmegaConf.to_container(config.hydra.sweeper, resolve=False)
-        key = sweep_key(list(config.hydra.overrides.task), sweeper, tracking.code_version())
+        key = sweep_key(list(config.hydra.overrides.task), sweeper, provenance.code_version())
         earlier = resumable_parent(client, experiment_id, key) if self._resume else None
         if earlier:
             self._parent = self._reopen(earlier)
@@ -306,11 +307,11 @@ class MlflowSweepCallback(Callback):
             params = sweep_params(list(config.hydra.overrides.task), sweeper, config.hydra.runtime.choices)
             swept = [k.removeprefix("swept.") for k in params if k.startswith("swept.")]
             name = f"sweep {','.join(swept)}"  # what varies; when is in the Created column beside it
-            tags = tracking.standard_tags({**tracking.provenance_tags(), "sweep": "true", SWEEP_KEY_TAG: key})
+            tags = record.standard_tags({**provenance.provenance_tags(), "sweep": "true", SWEEP_KEY_TAG: key})
             self._parent = client.create_run(experiment_id, run_name=name, tags=tags).info.run_id
-            tracking.log_params_and_history(client, self._parent, params=params, history={}, final=[])
+            record.log_params_and_history(client, self._parent, params=params, history={}, final=[])
             log.info("sweep parent MLflow run %s (%s)", self._parent, name)
-        self._beating, self._unwatch = tracking.heartbeat(self._parent), tracking.watch_server(self._parent)
+        self._beating, self._unwatch = lifecycle.heartbeat(self._parent), lifecycle.watch_server(self._parent)
         os.environ[PARENT_RUN_ENV] = self._parent
         os.environ[SWEEP_PID_ENV], os.environ[SWEEP_HOST_ENV] = str(os.getpid()), socket.gethostname()
         if "SlurmLauncher" in str(config.hydra.launcher.get("_target_", "")):  # submitit names job folders by id
@@ -323,7 +324,7 @@ class MlflowSweepCallback(Callback):
         done = [r for r in self._children(run_id, "final_loss") if r["status"] == "FINISHED"]
         os.environ[RESUMED_AT_ENV] = str(int(time.time() * 1000))
         client.update_run(run_id, status="RUNNING")
-        for key, value in tracking.owner_tags().items():  # close_stale_runs judges the parent by its owner
+        for key, value in lifecycle.owner_tags().items():  # close_stale_runs judges the parent by its owner
             client.set_tag(run_id, key, value)
         log.info("resuming sweep parent MLflow run %s (%s), which ended %s with %d job(s) finished; jobs done "
                  "before are not run again (hydra.callbacks.mlflow_sweep.resume=false starts a new sweep)",
@@ -350,9 +351,9 @@ class MlflowSweepCallback(Callback):
         parent = self._parent
         try:
             experiment_id = self._client.get_run(parent).info.experiment_id
-            tracking.close_stale_runs(self._client, experiment_id)
+            lifecycle.close_stale_runs(self._client, experiment_id)
             self._close("KILLED" if errors.interrupted_by else "FAILED")
-        except tracking.STORE_ERRORS as e:  # the store failed the sweep, and has said how: one line more
+        except store_access.STORE_ERRORS as e:  # the store failed the sweep, and has said how: one line more
             log.error("could not end the sweep's parent run %s either (%s); the next run in its experiment ends "
                       "it KILLED", parent, type(e).__name__)  # fmt: skip
 
@@ -374,7 +375,7 @@ class MlflowSweepCallback(Callback):
                 status = "FAILED"
             log.info("%s", _summary_line(summary, objective_metric))
             if summary["best"]:
-                tracking.register_model(summary["best"]["run_id"], self._experiment_name)
+                registry.register_model(summary["best"]["run_id"], self._experiment_name)
         finally:
             try:
                 self._client.set_terminated(parent, status)
@@ -382,8 +383,8 @@ class MlflowSweepCallback(Callback):
                 self._unwatch()
         experiment_id = self._client.get_run(parent).info.experiment_id
         log.info("sweep page: %s  (summary: sweep_summary.md and final_loss_vs_lr.png in its artifacts)",
-                 tracking.run_link(parent, experiment_id))  # fmt: skip
-        log.info("%s", tracking.browse_hint())
+                 record.run_link(parent, experiment_id))  # fmt: skip
+        log.info("%s", record.browse_hint())
         return status
 
     def _children(self, parent: str, objective_metric: str) -> list[dict]:
@@ -399,7 +400,7 @@ class MlflowSweepCallback(Callback):
                 "lr": float(run.data.params.get("lr", "nan")),
                 "seed": run.data.params.get("seed", ""),
                 "status": run.info.status,
-                "diverged": run.data.tags.get(DIVERGED_TAG) == "true",
+                "diverged": run.data.tags.get(record.DIVERGED_TAG) == "true",
                 "final_loss": run.data.metrics.get("final_loss", math.nan),
                 "objective": run.data.metrics.get(objective_metric, math.nan),
                 "run_id": run.info.run_id,
@@ -421,9 +422,46 @@ class MlflowSweepCallback(Callback):
             }
             client.set_tag(parent, "best_run_id", best["run_id"])
             client.set_tag(parent, "best_job", f"job {best['job']}: backend={best['backend']} lr={best['lr']}")
-        tracking.log_params_and_history(client, parent, params={}, history={},
-                                        final=tracking.scores(metrics))  # fmt: skip
+        record.log_params_and_history(client, parent, params={}, history={},
+                                        final=record.scores(metrics))  # fmt: skip
         client.log_text(parent, _markdown_table(rows), "sweep_summary.md")
         figure = plots.plot_sweep(rows, objective_metric, best)
         client.log_figure(parent, figure, "final_loss_vs_lr.png")
         plots.close(figure)
+
+
+def run_job(train_once: Callable[[], float], output_dir: Path, number: int, name: str) -> float:
+    """One job of a sweep, `train_once()`: a job that cannot run or diverges scores inf, and the sweep goes on."""
+    errors.stop_if_interrupted()  # a sweep's next job does not start after a lost Ctrl-C
+    try:
+        return train_once()
+    except UserError as e:
+        run_folders.discard(output_dir)  # a run that never started leaves no folder behind
+        if isinstance(e, TrainingDiverged):
+            log.error("%s", e)  # one diverging job must not end the sweep; it scores infinitely badly
+        else:  # nor one that cannot run: it is reported, numbered as Hydra numbers it, and the sweep ends FAILED
+            log.error("#%d %s: error: %s", number, name, e)
+            record_failed_job(name, number, str(e))
+        return math.inf
+    except KeyboardInterrupt:
+        if not lifecycle.slurm_job():
+            raise
+        # `scancel` of one Slurm job: its run is KILLED; the sweep waits for the others and counts it.
+        log.error("Slurm job %s cancelled (SIGTERM); its MLflow run is KILLED", lifecycle.slurm_job())
+        return math.inf
+
+
+def job_tags_or_result(resolved: dict, x, y, objective: str, number: int, name: str) -> tuple[dict, float | None]:
+    """A sweep job's tags (its number, and the key by which a resumed sweep finds it), and the objective
+    of the run that already did this job before the sweep stopped, if one did (else None)."""
+    key = job_key(resolved, provenance.code_version(), x, y)
+    if earlier := earlier_result(key, OBJECTIVE_METRIC[objective]):
+        log.info("#%d %s: done before the sweep stopped, in run %s; not run again", number, name, earlier[0])
+        return {}, earlier[1]
+    return {"sweep_job": str(number), JOB_KEY_TAG: key}, None
+
+
+def job_name(overrides: list[str]) -> str:
+    """A sweep job's run name, what varies and nothing else: 'lr=0.005 torch' fits the runs table's
+    column even indented under its parent. (Its number is its `sweep_job` tag; the console says '#3'.)"""
+    return " ".join(o.split("=", 1)[1] if o.startswith(("backend=", "model=")) else o for o in overrides)

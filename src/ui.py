@@ -13,7 +13,10 @@ stays quiet: no access log, and none of MLflow's start-up notes that a user cann
 Warnings and errors from the server still show.
 """
 
-from __future__ import annotations
+if __name__ == "__main__":  # first, before the heavy imports below (see src/infra/startup.py)
+    from src.infra import startup
+
+    startup.begin()
 
 import argparse
 import json

@@ -21,7 +21,7 @@ from omegaconf import DictConfig, OmegaConf
 from src import models
 from src.config import TrainConfig, load_config
 from src.errors import ConfigError, UserError
-from src.sampling import make_problem
+from src.problem import make_problem
 
 CONF = Path(__file__).resolve().parent.parent / "conf"
 

@@ -9,7 +9,10 @@ that differ). Exits 1 when anything differs, so CI fails on a dvc.lock that does
 code and on a result that cannot be reproduced.
 """
 
-from __future__ import annotations
+if __name__ == "__main__":  # first, before the heavy imports below (see src/infra/startup.py)
+    from src.infra import startup
+
+    startup.begin()
 
 import json
 import os

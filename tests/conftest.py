@@ -46,7 +46,7 @@ def compose_config(*overrides: str) -> DictConfig:
 
 @pytest.fixture(autouse=True)
 def _no_tracking_uri_leaks(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
-    """mlflow.set_tracking_uri, which src.tracking calls, also sets MLFLOW_TRACKING_URI in os.environ:
+    """mlflow.set_tracking_uri, which src.infra.store_access calls, also sets MLFLOW_TRACKING_URI in os.environ:
     undo both after each test, so that no later test's subprocess inherits a store it did not choose."""
     import mlflow
 
@@ -60,11 +60,12 @@ def _no_tracking_uri_leaks(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
 @pytest.fixture(scope="session")
 def migrated_store(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """An empty MLflow store of this MLflow's schema, made once per session as a user's first run makes
-    it (src.tracking, by MLflow's own migrations: seconds, about 70 tables). Tests get copies (milliseconds)."""
-    from src import tracking
+    it (src.infra.store_access, by MLflow's own migrations: seconds, about 70 tables). Tests get copies
+    (milliseconds)."""
+    from src.infra import store_access
 
     db = tmp_path_factory.mktemp("migrated-store") / "mlflow.db"
-    tracking._prepare_store(db)
+    store_access._prepare_store(db)
     return db
 
 

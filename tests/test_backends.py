@@ -7,7 +7,7 @@ import sys
 import numpy as np
 import pytest
 
-from experiments.bench import book_numpy_loop
+from benchmarks.bench import book_numpy_loop
 from src.backends.numpy_gd import BLOCK
 from src.models import quadratic
 from src.problem import sample_problem
@@ -119,7 +119,7 @@ def test_numpy_training_never_imports_torch(tracking_env, tmp_path):
 import sys
 from pathlib import Path
 from src.config import load_config
-from src.sampling import make_problem
+from src.problem import make_problem
 from src.train import train
 from tests.conftest import compose_config
 config = load_config(compose_config("backend=numpy", "steps=5"))

@@ -14,7 +14,7 @@ pytestmark = pytest.mark.slow
 
 def test_bench_tiny_writes_every_table(tmp_path):
     done = subprocess.run(
-        [sys.executable, "-m", "experiments.bench", "--tiny", "--out", str(tmp_path)],
+        [sys.executable, "-m", "benchmarks.bench", "--tiny", "--out", str(tmp_path)],
         cwd=ROOT, capture_output=True, text=True, timeout=600,
     )  # fmt: skip
     assert done.returncode == 0, done.stderr[-3000:]
@@ -41,7 +41,7 @@ def test_bench_tiny_writes_every_table(tmp_path):
 def test_the_floor_does_the_same_job_as_a_training_run_with_no_environment(tmp_path, monkeypatch):
     """The floor logs what `python -m src.train` logs, and needs no MLFLOW_TRACKING_URI to do it."""
     env = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}
-    done = subprocess.run([sys.executable, "-m", "experiments.floor"], cwd=tmp_path, env=env, capture_output=True,
+    done = subprocess.run([sys.executable, "-m", "benchmarks.floor"], cwd=tmp_path, env=env, capture_output=True,
                           text=True, timeout=300)  # fmt: skip
     assert done.returncode == 0, done.stderr[-3000:]
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
@@ -63,7 +63,7 @@ def test_the_floor_does_the_same_job_as_a_training_run_with_no_environment(tmp_p
 
 def test_sweep_bench_tiny_lands_every_run(tmp_path):
     done = subprocess.run(
-        [sys.executable, "-m", "experiments.bench_sweep", "--jobs", "2", "--out", str(tmp_path / "sweep.md")],
+        [sys.executable, "-m", "benchmarks.bench_sweep", "--jobs", "2", "--out", str(tmp_path / "sweep.md")],
         cwd=ROOT, capture_output=True, text=True, timeout=600,
     )  # fmt: skip
     assert done.returncode == 0, done.stderr[-3000:]

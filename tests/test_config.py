@@ -12,7 +12,7 @@ from omegaconf import OmegaConf
 from src.config import Device, DType, Stream, flatten, load_config
 from src.errors import ConfigError, DataFileError
 from src.models import quadratic
-from src.sampling import make_problem
+from src.problem import make_problem
 from src.train import HIDDEN_FOLDER, check_data
 from tests.conftest import CONF, backend_module, compose_config, run_cli
 

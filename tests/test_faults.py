@@ -19,7 +19,8 @@ import psutil
 import pytest
 from mlflow.tracking import MlflowClient
 
-from src import tracking
+from src import errors
+from src.infra import lifecycle, store_access
 from tests.conftest import BIN, ROOT, copy_store, run_cli, run_statuses, train_here
 
 pytestmark = pytest.mark.slow
@@ -124,7 +125,8 @@ def test_sixteen_concurrent_runs_on_a_fresh_database_all_land(tmp_path, new_stor
 # Each interruption below so costs one creation, not MLflow's import as well.
 CREATE_STORES = """
 import os, signal, sys, time, traceback
-from src import tracking
+from src.infra import lifecycle, store_access
+from src import errors
 from mlflow.store.tracking.sqlalchemy_store import SqlAlchemyStore  # what creating a store imports
 print("ready", flush=True)
 for line in sys.stdin:
@@ -133,7 +135,7 @@ for line in sys.stdin:
     if pid == 0:
         status = 1
         try:
-            tracking.open_experiment(uri, "autograd-fit")
+            store_access.open_experiment(uri, "autograd-fit")
             status = 0
         except BaseException:  # SIGINT's KeyboardInterrupt, which unwound the creation
             traceback.print_exc()
@@ -165,10 +167,12 @@ def test_store_creation_interrupted_at_twenty_points_never_leaves_a_broken_store
             db = tmp_path / f"point{point}" / "mlflow.db"
             create(db, delay, signal.SIGKILL if point % 2 else signal.SIGINT)  # no unwinding / unwinding
             if db.exists():  # a kill inside a write leaves a hot journal, which opening a store rolls back first
-                tracking._check_writable(db)
-            assert not db.exists() or tracking._schema_and_runs(db)[0] is not None, f"half-made store at {delay:.2f} s"
+                store_access._check_writable(db)
+            assert not db.exists() or store_access._schema_and_runs(db)[0] is not None, (
+                f"half-made store at {delay:.2f} s"
+            )
             # the next run opens (or creates) it, and can record into it
-            client, experiment_id = tracking.open_experiment(f"sqlite:///{db}", "autograd-fit")
+            client, experiment_id = store_access.open_experiment(f"sqlite:///{db}", "autograd-fit")
             run = client.create_run(experiment_id)
             client.set_terminated(run.info.run_id)
             assert not list(db.parent.glob(".mlflow.db.building*")), "a temporary store was left behind"
@@ -221,7 +225,7 @@ def test_only_an_empty_file_becomes_a_store_and_no_other_file_is_touched(tmp_pat
     empty = tmp_path / "empty" / "mlflow.db"  # `touch mlflow.db`: nothing in it to lose
     empty.parent.mkdir()
     empty.touch()
-    client, experiment_id = tracking.open_experiment(f"sqlite:///{empty}", "autograd-fit")
+    client, experiment_id = store_access.open_experiment(f"sqlite:///{empty}", "autograd-fit")
     assert client.get_experiment(experiment_id).name == "autograd-fit"
 
     def refused(db: Path, why: str, lock: bool = False) -> None:
@@ -229,8 +233,8 @@ def test_only_an_empty_file_becomes_a_store_and_no_other_file_is_touched(tmp_pat
         store the lock file (`lock`) that every run of it takes."""
         folder, before = db.parent, db.read_bytes() if db.is_file() else None
         listing = sorted([*folder.iterdir(), *([db.with_name(db.name + ".lock")] if lock else [])])
-        with pytest.raises(tracking.TrackingError, match=why) as refusal:
-            tracking.open_experiment(f"sqlite:///{db}", "autograd-fit")
+        with pytest.raises(errors.TrackingError, match=why) as refusal:
+            store_access.open_experiment(f"sqlite:///{db}", "autograd-fit")
         assert str(db) in str(refusal.value) and "\n" not in str(refusal.value)
         assert sorted(folder.iterdir()) == listing, "a file was moved, or one was left beside it"
         assert before is None or db.read_bytes() == before
@@ -312,14 +316,14 @@ def test_a_run_killed_without_unwinding_is_ended_by_the_next_run_and_a_live_one_
         (out / ".history.csv.partial-x1y2.csv").write_text("step,loss\n0,1")  # what a writer killed mid-write leaves
         client, _ = _runs(uri)
         experiment_id = client.get_experiment_by_name("autograd-fit").experiment_id
-        now, silent = time.time(), tracking.SILENT_AFTER_SECONDS
+        now, silent = time.time(), lifecycle.SILENT_AFTER_SECONDS
         remote = {"owner.host": "node-17", "owner.pid": "1"}
         elsewhere, beating, silent_run = (
             client.create_run(experiment_id, tags={**remote, **tags})
             for tags in (
                 {"owner.started": f"{now - 60}"},  # started a minute ago
-                {"owner.started": f"{now - 2 * silent}", tracking.HEARTBEAT_TAG: f"{now - 60}"},
-                {"owner.started": f"{now - 2 * silent}", tracking.HEARTBEAT_TAG: f"{now - silent - 60}"},
+                {"owner.started": f"{now - 2 * silent}", lifecycle.HEARTBEAT_TAG: f"{now - 60}"},
+                {"owner.started": f"{now - 2 * silent}", lifecycle.HEARTBEAT_TAG: f"{now - silent - 60}"},
             )
         )
 
@@ -409,7 +413,7 @@ def _catches(pid: int, signum: int) -> bool:
 def test_a_signal_during_start_up_is_one_line(signum, tmp_path, new_store_env):
     process = subprocess.Popen([sys.executable, "-m", "src.train"], cwd=tmp_path, env=new_store_env,
                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)  # fmt: skip
-    while not _catches(process.pid, signal.SIGTERM):  # src/__init__.py's handlers are in place (SIGTERM's last) ...
+    while not _catches(process.pid, signal.SIGTERM):  # src.infra.startup's handlers are in place (SIGTERM's last) ...
         assert process.poll() is None, process.communicate()
         time.sleep(0.005)
     process.send_signal(signum)  # ... and the second of importing numpy, Hydra and MLflow has begun
@@ -501,7 +505,7 @@ def test_a_lock_held_while_a_run_logs_fails_it_cleanly_once_released(tmp_path, t
     assert sorted(run_statuses(tmp_path / "mlflow.db")) == ["FAILED", "FINISHED"]
 
 
-@pytest.mark.parametrize("module,collector_off", [("src.train", True), ("experiments.floor", False)])
+@pytest.mark.parametrize("module,collector_off", [("src.train", True), ("benchmarks.floor", False)])
 def test_the_collector_is_off_only_while_an_entry_point_imports(module, collector_off):
     """`python -m src.<entry>` imports with the cycle collector off, and `clean_exit` turns it back
     on; anything else (the hand-written floor) keeps Python's default all along."""
@@ -519,7 +523,8 @@ def test_the_collector_is_off_only_while_an_entry_point_imports(module, collecto
 LOST_INTERRUPT = """
 import gc, os, signal, sys, time
 import mlflow
-from src import errors, tracking
+from src import errors
+from src.infra import lifecycle, store_access
 
 class Finalized:  # a finalizer, like SQLAlchemy's weakref callbacks, that the collector runs
     def __del__(self):
@@ -527,7 +532,7 @@ class Finalized:  # a finalizer, like SQLAlchemy's weakref callbacks, that the c
 
 with errors.clean_exit():
     mlflow.set_tracking_uri(sys.argv[1])
-    with tracking.tracked_run(mlflow.create_experiment("lost"), "lost", {}):
+    with lifecycle.tracked_run(mlflow.create_experiment("lost"), "lost", {}):
         cycle = Finalized()
         cycle.itself = cycle
         del cycle
@@ -580,13 +585,13 @@ def test_an_optuna_storage_that_cannot_keep_the_study_is_one_line_and_leaves_not
 
 
 def test_a_running_run_beats_until_it_ends(tmp_path, tracking_env, monkeypatch):
-    monkeypatch.setattr(tracking, "HEARTBEAT_SECONDS", 0.2)
+    monkeypatch.setattr(lifecycle, "HEARTBEAT_SECONDS", 0.2)
     client = MlflowClient(tracking_env["MLFLOW_TRACKING_URI"])
-    with tracking.tracked_run(client.create_experiment("beats"), "beats", {}) as run_id:
+    with lifecycle.tracked_run(client.create_experiment("beats"), "beats", {}) as run_id:
         began = time.time()
         time.sleep(1.5)
-        beat = float(client.get_run(run_id).data.tags[tracking.HEARTBEAT_TAG])
+        beat = float(client.get_run(run_id).data.tags[lifecycle.HEARTBEAT_TAG])
     assert began - 1 <= beat <= time.time()  # whole seconds
-    last = client.get_run(run_id).data.tags[tracking.HEARTBEAT_TAG]
+    last = client.get_run(run_id).data.tags[lifecycle.HEARTBEAT_TAG]
     time.sleep(1.5)
-    assert client.get_run(run_id).data.tags[tracking.HEARTBEAT_TAG] == last, "it beat on after the run ended"
+    assert client.get_run(run_id).data.tags[lifecycle.HEARTBEAT_TAG] == last, "it beat on after the run ended"

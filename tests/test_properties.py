@@ -7,7 +7,7 @@ from hypothesis import strategies as st
 
 from src.config import load_config
 from src.models import quadratic
-from src.sampling import make_problem
+from src.problem import make_problem
 from tests.conftest import backend_module, book_fit, compose_config
 
 configs = st.fixed_dictionaries(

@@ -7,9 +7,9 @@ import pytest
 from mlflow.tracking import MlflowClient
 from omegaconf import OmegaConf
 
-from src import tracking
+from src import record, registry
 from src.config import load_config
-from src.sampling import make_problem
+from src.problem import make_problem
 from src.train import train
 from tests.conftest import compose_config
 
@@ -31,17 +31,17 @@ def _best(client) -> str:
 
 @pytest.mark.slow
 def test_a_version_takes_best_only_by_beating_its_holder_on_the_same_held_out_data(tmp_path, tracking_env, caplog):
-    caplog.set_level(logging.INFO, logger="src.tracking")
+    caplog.set_level(logging.INFO, logger="src.registry")
     client = MlflowClient(tracking_env["MLFLOW_TRACKING_URI"])
 
     run, score = _fit(tmp_path, "steps=100")
-    first = tracking.register_model(run, NAME)
+    first = registry.register_model(run, NAME)
     assert first.best and _best(client) == first.version
     assert "it takes @best (held-out MSE" in caplog.text
 
     worse_run, worse = _fit(tmp_path, "steps=20")
     assert worse > score  # a fit stopped early is further from the data
-    second = tracking.register_model(worse_run, NAME)
+    second = registry.register_model(worse_run, NAME)
     assert not second.best and _best(client) == first.version
     assert f"version {second.version} (models:/{NAME}/latest); not @best: held-out MSE {worse:.6g} does not beat " \
            f"version {first.version}'s {score:.6g}" in caplog.text  # fmt: skip
@@ -50,20 +50,20 @@ def test_a_version_takes_best_only_by_beating_its_holder_on_the_same_held_out_da
 
     better_run, better = _fit(tmp_path, "steps=800")
     assert better < score
-    third = tracking.register_model(better_run, NAME)
+    third = registry.register_model(better_run, NAME)
     assert third.best and _best(client) == third.version
     assert f"it takes @best: held-out MSE {better:.6g} beats version {first.version}'s {score:.6g}" in caplog.text
 
     # Another seed draws other held-out data: however low its score, it is not compared with @best's.
     other_run, _ = _fit(tmp_path, "steps=800", "seed=1")
-    fourth = tracking.register_model(other_run, NAME)
+    fourth = registry.register_model(other_run, NAME)
     assert not fourth.best and _best(client) == third.version
     assert "scored on other held-out data" in fourth.why
 
     versions = {str(v.version): v for v in client.search_model_versions(f"name='{NAME}'")}
     assert float(versions[third.version].tags["test_mse"]) == better
     run_tags = client.get_run(better_run).data.tags
-    assert versions[third.version].tags[tracking.HELD_OUT_TAG] == run_tags[tracking.HELD_OUT_TAG]
+    assert versions[third.version].tags[record.HELD_OUT_TAG] == run_tags[record.HELD_OUT_TAG]
 
 
 def test_a_holder_with_no_record_of_its_held_out_data_gives_way():
@@ -71,9 +71,9 @@ def test_a_holder_with_no_record_of_its_held_out_data_gives_way():
     from mlflow.entities.model_registry import ModelVersion, ModelVersionTag
 
     old = ModelVersion(NAME, "3", creation_timestamp=0)  # no tags, as older versions have
-    best, why = tracking._takes_best(0.5, "d" * 64, old)
+    best, why = registry._takes_best(0.5, "d" * 64, old)
     assert best and why == "it takes @best (held-out MSE 0.5) from version 3, which has no record of its held-out data"
-    tags = [ModelVersionTag(tracking.HELD_OUT_TAG, "d" * 64), ModelVersionTag("test_mse", "0.4")]
+    tags = [ModelVersionTag(record.HELD_OUT_TAG, "d" * 64), ModelVersionTag("test_mse", "0.4")]
     recorded = ModelVersion(NAME, "4", creation_timestamp=0, tags=tags)
-    assert tracking._takes_best(0.5, "d" * 64, recorded)[0] is False
-    assert tracking._takes_best(0.3, "d" * 64, recorded)[0] is True
+    assert registry._takes_best(0.5, "d" * 64, recorded)[0] is False
+    assert registry._takes_best(0.3, "d" * 64, recorded)[0] is True

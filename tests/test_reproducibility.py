@@ -75,7 +75,7 @@ def test_fresh_clone_make_run_leaves_the_tree_clean_and_runs_are_clean(repo, tmp
     assert "Data and pipelines are up to date." in dvc(clone, "status")
     _, [run] = runs(clone)
     assert run.data.tags["git_dirty"] == "false"
-    assert run.data.tags["git_commit"] == git(clone, "rev-parse", "HEAD").strip()
+    assert run.data.tags["mlflow.source.git.commit"] == git(clone, "rev-parse", "HEAD").strip()
     assert {"requirements_md5", "cpu", "blas"} <= run.data.tags.keys()
 
     # a later run in the same clone is still clean: the outputs it wrote match dvc.lock

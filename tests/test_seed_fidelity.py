@@ -7,7 +7,7 @@ import matplotlib
 import pytest
 
 from src.config import load_config
-from src.sampling import make_problem
+from src.problem import make_problem
 from tests.conftest import backend_module, book_fit, compose_config
 
 matplotlib.use("Agg")

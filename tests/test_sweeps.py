@@ -20,7 +20,7 @@ import pytest
 from hydra import compose, initialize_config_dir
 from mlflow.tracking import MlflowClient
 
-from src import tracking
+from src.infra import store_access
 from src.sweep import job_key, one_row_per_job, summarize
 from tests.conftest import CONF, copy_store, free_port, mlflow_service, rest, run_cli, run_statuses, train_here
 
@@ -349,7 +349,7 @@ def test_a_server_that_answers_health_but_not_its_api_fails_fast_and_logs_nothin
     assert done.returncode == 1
     [line] = done.stderr.splitlines()
     said = {
-        "hangs": f"its API did not answer within {tracking.SERVER_ANSWER_SECONDS} s",
+        "hangs": f"its API did not answer within {store_access.SERVER_ANSWER_SECONDS} s",
         "500": "its API answered HTTP 500 (boom: something inside broke)",
     }.get(sickness, "its API answered HTTP 500 (Internal Server Error)")  # an HTML page: the lock is in its log
     assert line.startswith(f"error: the MLflow tracking server at {url} answers /health, but {said}"), line
@@ -373,7 +373,7 @@ def _process_group_listening_on(url: str) -> int:
 )
 def test_a_server_that_turns_sick_mid_run_ends_it_in_one_line_within_30_s(sickness, work, tmp_path, migrated_store):
     """A server that stops answering once the run is under way: not MLflow's minutes of retries, but
-    one line naming the server and the symptom (tracking.watch_server); the next run closes the run."""
+    one line naming the server and the symptom (lifecycle.watch_server); the next run closes the run."""
     db = tmp_path / "server.db"
     copy_store(migrated_store, db)
     with ExitStack() as stack:

@@ -8,7 +8,7 @@ from omegaconf import OmegaConf
 
 from src.config import flatten, load_config
 from src.models import quadratic
-from src.sampling import make_problem
+from src.problem import make_problem
 from src.usage import EXAMPLES, GROUPS, check_overrides, keys, markdown_table, schema_keys
 from tests.conftest import ROOT, compose_config, run_cli
 

@@ -121,3 +121,22 @@ def checked_fit(backend: ModuleType, model: ModuleType, x: np.ndarray, y: np.nda
     if bad < len(history.loss):  # the backend missed it: the history up to the last good step stands
         return History(*(column[:bad] for column in history[:4]), diverged=True)
     return history
+
+
+def describe_divergence(history: History, final_loss: float, lr: float, bound: float | None) -> str:
+    """What stopped a diverging fit, for its run's `error` tag and the console: the step, the loss, and
+    the stable step sizes, when the model states them."""
+    bad = np.flatnonzero(~np.isfinite(history.loss))
+    step = history.step[bad[0]] if bad.size else len(history.step) and history.step[-1] + 1
+    next_loss = math.inf if bad.size else final_loss
+    if step == 0 and not math.isfinite(next_loss):  # before any step: no lr is to blame
+        return (
+            "the loss is not finite at the start (step 0): the data or the initial w, b are too large for the "
+            "dtype, so 0.5·Σ(ŷ − y)² overflows; scale the data down (data.true_w, data.true_b, data.noise)"
+        )
+    if not math.isfinite(next_loss):
+        what = f"the loss became non-finite at step {step}"
+    else:
+        what = f"the loss rose at step {step}, from {history.loss[-1]:.6g} to {next_loss:.6g}"
+    stable = f"is stable only for lr < {bound:.6g}" if bound is not None else "needs a smaller step"
+    return f"{what} with lr={lr:g}; gradient descent on this data {stable}; lower lr"

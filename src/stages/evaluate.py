@@ -5,7 +5,10 @@ evaluation plots, and logs them all into the MLflow run that made the model: the
 tagged with the digest of `fit.json` (see the `train` stage).
 """
 
-from __future__ import annotations
+if __name__ == "__main__":  # first, before the heavy imports below (see src/infra/startup.py)
+    from src.infra import startup
+
+    startup.begin()
 
 import argparse
 import logging
@@ -14,8 +17,9 @@ from pathlib import Path
 
 import numpy as np
 
-from src import datafiles, models, plots, tracking
+from src import datafiles, models, plots, record, registry, stores
 from src.errors import DataFileError
+from src.infra import store_access
 from src.stages import MODEL_TAG, load_params, stage_errors
 
 log = logging.getLogger(__name__)
@@ -80,9 +84,9 @@ def _read_loss(history_csv: Path) -> tuple[np.ndarray, np.ndarray]:
 def _run_that_made(fit_json: Path, experiment_name: str) -> str:
     """The MLflow run that wrote `fit_json`; found before anything is written, so a miss leaves no files."""
     digest = datafiles.md5(fit_json)
-    uri = tracking.tracking_uri()
-    with tracking.store_errors(uri):
-        run_id = tracking.latest_run_tagged(tracking.current_client(), experiment_name, MODEL_TAG, digest)
+    uri = stores.tracking_uri()
+    with store_access.store_errors(uri):
+        run_id = registry.latest_run_tagged(record.current_client(), experiment_name, MODEL_TAG, digest)
     if run_id is None:
         raise DataFileError(
             f"{fit_json}: no run in MLflow experiment '{experiment_name}' at {uri} made this model "
@@ -126,13 +130,13 @@ def main(argv: list[str] | None = None) -> None:
         datafiles.write_json(Path(args.details), {k: v for k, v in metrics.items() if k not in SUMMARY})
         datafiles.write_json(Path(args.metrics), {k: metrics[k] for k in SUMMARY if k in metrics})
 
-        with tracking.store_errors(tracking.tracking_uri()):
-            client = tracking.current_client()
-            tracking.log_dataset(run_id, x_test, y_test, name="test", context="evaluation", source=args.test)
+        with store_access.store_errors(stores.tracking_uri()):
+            client = record.current_client()
+            record.log_dataset(run_id, x_test, y_test, name="test", context="evaluation", source=args.test)
             # The held-out MSE and R² are the model's scores, which `train` logged with it; the rest
             # describe the training data's optimum, and are the run's.
             others = {k: v for k, v in metrics.items() if k not in ("test_mse", "test_r2")}
-            tracking.log_params_and_history(client, run_id, params={}, history={}, final=tracking.scores(others))
+            record.log_params_and_history(client, run_id, params={}, history={}, final=record.scores(others))
             for name in ("loss.csv", "loss.png", "fit.png"):
                 client.log_artifact(run_id, str(out / name), artifact_path="evaluation")
             client.log_artifact(run_id, args.metrics, artifact_path="evaluation")

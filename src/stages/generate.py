@@ -1,13 +1,16 @@
 """DVC stage `generate`: the training set, a held-out test set, and the starting (w, b)."""
 
-from __future__ import annotations
+if __name__ == "__main__":  # first, before the heavy imports below (see src/infra/startup.py)
+    from src.infra import startup
+
+    startup.begin()
 
 import argparse
 import logging
 
 from src import datafiles, problem
 from src.config import TrainConfig
-from src.sampling import make_problem, make_test_set
+from src.problem import make_problem, make_test_set
 from src.stages import load_params, stage_errors
 
 log = logging.getLogger(__name__)

@@ -19,7 +19,10 @@ purpose (`make params`), printing the values it replaces; `--check` only says wh
 (`make run` ends with it).
 """
 
-from __future__ import annotations
+if __name__ == "__main__":  # first, before the heavy imports below (see src/infra/startup.py)
+    from src.infra import startup
+
+    startup.begin()
 
 import argparse
 import logging

@@ -6,13 +6,17 @@ inputs give the same bytes; the MLflow run id, new on every run, stays out of it
 tagged with the digest of `fit.json` instead (`model_md5`), which is how `evaluate` finds it.
 """
 
-from __future__ import annotations
+if __name__ == "__main__":  # first, before the heavy imports below (see src/infra/startup.py)
+    from src.infra import startup
+
+    startup.begin()
 
 import argparse
 import os
 from pathlib import Path
 
-from src import datafiles, problem, tracking
+from src import datafiles, problem, record, registry, stores
+from src.infra import store_access
 from src.stages import MODEL_TAG, load_params, stage_errors
 from src.train import log_summary, train
 
@@ -56,9 +60,9 @@ def main(argv: list[str] | None = None) -> None:
         )
         datafiles.write_json(out / "fit.json", {"w": result.w, "b": result.b, "final_loss": result.loss})
         log_summary(result, config.experiment_name)
-        with tracking.store_errors(tracking.tracking_uri()):
-            tracking.current_client().set_tag(result.run_id, MODEL_TAG, datafiles.md5(out / "fit.json"))
-            tracking.register_model(result.run_id, config.experiment_name)
+        with store_access.store_errors(stores.tracking_uri()):
+            record.current_client().set_tag(result.run_id, MODEL_TAG, datafiles.md5(out / "fit.json"))
+            registry.register_model(result.run_id, config.experiment_name)
 
 
 if __name__ == "__main__":

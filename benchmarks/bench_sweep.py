@@ -1,6 +1,6 @@
 """Benchmark: an N-job sweep with the joblib launcher (2 workers) against Hydra's basic launcher.
 
-`python -m experiments.bench_sweep [--jobs 8]` runs `python -m src.train -m seed=0,...,N-1`
+`python -m benchmarks.bench_sweep [--jobs 8]` runs `python -m src.train -m seed=0,...,N-1`
 both ways, each on a fresh SQLite store in a temporary folder, and prints the wall times,
 their ratio, and whether every run landed complete (FINISHED, 800 logged steps). The table
 is also written to `bench_sweep.md`. Numbers are printed, never asserted.

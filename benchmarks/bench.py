@@ -1,10 +1,10 @@
 """Benchmark: the pipeline's performance goals, measured in one run on this machine. Prints its
 numbers; asserts none.
 
-`python -m experiments.bench [--tiny] [--out bench]` prints, and writes to `<out>/bench.md`:
+`python -m benchmarks.bench [--tiny] [--out bench]` prints, and writes to `<out>/bench.md`:
 
 1. the goal table: each goal, this run's figure, and whether it is met;
-2. end to end: `python -m src.train` against `experiments/floor.py` (the same job, hand-written),
+2. end to end: `python -m src.train` against `benchmarks/floor.py` (the same job, hand-written),
    plain and with the pipeline's start-up trick, interleaved, min and median;
 3. a sweep job's marginal cost, the `generate` stage, and `dvc repro -f` against its stages;
 4. per-step cost of the book's loops (§2.6, §2.7 as written) against the two backends, for
@@ -218,8 +218,8 @@ def end_to_end(repeats: int, warm: bool = True) -> dict[str, list[float]]:
         env = _plain_env(folder)
         commands = {
             "train": [python, "-m", "src.train", f"hydra.run.dir={folder / 'out'}"],
-            "floor": [python, "-m", "experiments.floor"],
-            "floor, lean start": [python, "-m", "experiments.floor", "--lean-start"],
+            "floor": [python, "-m", "benchmarks.floor"],
+            "floor, lean start": [python, "-m", "benchmarks.floor", "--lean-start"],
         }
         runs = {name: lambda c=command: _run(c, folder, env) for name, command in commands.items()}
         if warm:  # create the store and the experiments first
@@ -337,7 +337,7 @@ def measure(tiny: bool) -> dict:
         "page faults": lambda: page_faults_per_step(large_n),
         "memory": lambda: {
             "train": peak_rss(train_command()),
-            "floor": peak_rss([sys.executable, "-m", "experiments.floor"]),
+            "floor": peak_rss([sys.executable, "-m", "benchmarks.floor"]),
             "rss": {
                 b: (
                     peak_rss(train_command(f"backend={b}", "data.n=100", "steps=3", "lr=1e-9")),
@@ -422,8 +422,8 @@ def _markdown(r: dict) -> str:
     lines += ["", "Load: CPU time taken by other processes while the row's section ran, in cores.", ""]
     e2e = r["end to end"]
     lines += ["## End to end (wall seconds, interleaved)", "", "| command | min | median |", "| --- | --- | --- |"]
-    for name, label in (("train", "`python -m src.train`"), ("floor", "`python -m experiments.floor`"),
-                        ("floor, lean start", "`python -m experiments.floor --lean-start`")):  # fmt: skip
+    for name, label in (("train", "`python -m src.train`"), ("floor", "`python -m benchmarks.floor`"),
+                        ("floor, lean start", "`python -m benchmarks.floor --lean-start`")):  # fmt: skip
         lines.append(f"| {label} | {min(e2e[name]):.2f} | {statistics.median(e2e[name]):.2f} |")
     lines += ["", "## Sweeps, stages, DVC (wall seconds)", "", "| what | min | median |", "| --- | --- | --- |"]
     for jobs, times in sorted(r["sweep"].items()):

@@ -1,6 +1,6 @@
 """Benchmark: `make ui` (python -m src.ui) against plain `mlflow ui`, on one copy of a store.
 
-`python -m experiments.bench_ui [--repeats 2] [--store mlflow.db]` starts each in turn
+`python -m benchmarks.bench_ui [--repeats 2] [--store mlflow.db]` starts each in turn
 (interleaved), and measures the seconds until its /health answers, then its processes and
 their total resident memory. It prints a table and writes it to `bench_ui.md`, with the load
 average beside it. Numbers are printed, never asserted.

@@ -6,11 +6,11 @@ in one batch with the final metrics (linked to the model and their data), `loss.
 `history.csv`, the training and test data as dataset inputs, and the fit as a pyfunc model. No
 Hydra, no config checks, no output folder.
 
-    python -m experiments.floor                # as anyone would write it
-    python -m experiments.floor --lean-start   # with the pipeline's start-up trick applied too
+    python -m benchmarks.floor                # as anyone would write it
+    python -m benchmarks.floor --lean-start   # with the pipeline's start-up trick applied too
 
 With no MLFLOW_TRACKING_URI it logs to ./mlflow.db, as the pipeline does from the project root.
-`python -m experiments.bench` times both against `python -m src.train`.
+`python -m benchmarks.bench` times both against `python -m src.train`.
 """
 
 import sys
