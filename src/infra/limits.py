@@ -8,7 +8,7 @@ import math
 
 from src.errors import ConfigError
 
-log = logging.getLogger("src.train")
+log = logging.getLogger(__name__)
 
 
 LONG_RUN_SECONDS = 60
