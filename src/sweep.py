@@ -297,6 +297,7 @@ class MlflowSweepCallback(Callback):
     def on_multirun_start(self, config: DictConfig, **kwargs) -> None:
         _optuna_logs_through_hydra(config)
         client, experiment_id = store_access.open_experiment(stores.tracking_uri(), config.experiment_name)
+        lifecycle.close_stale_runs(client, experiment_id)  # a killed sweep's parent ends KILLED, and can resume
         self._client, self._experiment_name = client, config.experiment_name
         sweeper = OmegaConf.to_container(config.hydra.sweeper, resolve=False)
         key = sweep_key(list(config.hydra.overrides.task), sweeper, provenance.code_version())

@@ -505,19 +505,30 @@ def test_a_lock_held_while_a_run_logs_fails_it_cleanly_once_released(tmp_path, t
     assert sorted(run_statuses(tmp_path / "mlflow.db")) == ["FAILED", "FINISHED"]
 
 
-@pytest.mark.parametrize("module,collector_off", [("src.train", True), ("benchmarks.floor", False)])
-def test_the_collector_is_off_only_while_an_entry_point_imports(module, collector_off):
-    """`python -m src.<entry>` imports with the cycle collector off, and `clean_exit` turns it back
-    on; anything else (the hand-written floor) keeps Python's default all along."""
+@pytest.mark.parametrize("entry_point", [True, False])
+def test_the_collector_is_off_only_while_an_entry_point_imports(entry_point):
+    """An entry point's first step (startup.begin) turns the cycle collector off for its imports, and
+    `clean_exit` turns it back on; importing the package alone (as the hand-written floor does) leaves
+    Python's default all along."""
+    begin = "from src.infra import startup; startup.begin()\n" if entry_point else ""
     probe = (
-        "import gc, sys; sys.argv = ['-m']; sys.orig_argv = ['python', '-m', sys.argv_module]\n"
-        "import src, src.errors\n"
-        "off = not gc.isenabled()\n"
-        "with src.errors.clean_exit():\n"
-        "    print(off, gc.isenabled(), gc.get_freeze_count() > 0)\n"
-    ).replace("sys.argv_module", repr(module))
+        f"import gc\n{begin}import src.errors, src.train\noff = not gc.isenabled()\n"
+        "with src.errors.clean_exit():\n    print(off, gc.isenabled(), gc.get_freeze_count() > 0)\n"
+    )
     done = subprocess.run([sys.executable, "-c", probe], cwd=ROOT, capture_output=True, text=True, check=True)
-    assert done.stdout.split() == [str(collector_off), "True", str(collector_off)]  # frozen only if it was off
+    assert done.stdout.split() == [str(entry_point), "True", str(entry_point)]  # frozen only if it was off
+
+
+def test_every_entry_point_begins_with_startup_before_its_imports():
+    """Each `python -m src.<module>` entry point's first statement, before any import, is startup.begin()."""
+    import ast
+
+    entry_points = [p for p in (ROOT / "src").rglob("*.py") if '\nif __name__ == "__main__":' in p.read_text()]
+    assert len(entry_points) >= 7
+    for path in entry_points:
+        body = ast.parse(path.read_text()).body
+        first = body[1] if isinstance(body[0], ast.Expr) else body[0]  # after the docstring
+        assert isinstance(first, ast.If) and "startup.begin()" in ast.unparse(first), path
 
 
 LOST_INTERRUPT = """
