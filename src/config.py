@@ -8,8 +8,6 @@ The schema is applied by merging, not through the defaults list, because DVC com
 from __future__ import annotations
 
 import math
-import os
-import re
 from collections.abc import Mapping
 from dataclasses import Field, dataclass, field
 from enum import Enum
@@ -18,6 +16,7 @@ from omegaconf import MISSING, DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 from src.errors import ConfigError
+from src.infra import env_values
 
 
 class Device(Enum):
@@ -116,7 +115,7 @@ def load_config(cfg: DictConfig) -> TrainConfig:
 
     Raises ConfigError naming the offending key before any work is done.
     """
-    refuse_environment_values(cfg)
+    env_values.refuse_in(flatten(OmegaConf.to_container(cfg, resolve=False)))
     try:
         typed = OmegaConf.merge(OmegaConf.structured(TrainConfig), cfg)
         config = OmegaConf.to_object(typed)
@@ -124,52 +123,6 @@ def load_config(cfg: DictConfig) -> TrainConfig:
         raise ConfigError(_describe(e)) from e
     _check_ranges(config)
     return config
-
-
-# Resolvers that read the process environment. Every config value is logged to MLflow and saved
-# with the run, so a value taken from the environment (a token, a password) would be published.
-_READS_ENVIRONMENT = re.compile(r"\$\{\s*(oc\.env|env)\s*:\s*([A-Za-z_][A-Za-z0-9_]*)?")
-
-
-# Values read from the environment shorter than this are not looked for: "0" (a GPU index, say) turns
-# up by chance in numbers, seeds and dates, while a token or a password is longer.
-SHORTEST_SECRET = 6
-
-
-def values_from_environment(hydra_settings: DictConfig) -> set[str]:
-    """The values that Hydra's own settings read from the environment (`hydra.run.dir=${oc.env:X}/...`,
-    `hydra.job.env_set.Y=${oc.env:X}`), of SHORTEST_SECRET characters or more: they may shape a run
-    (its folder) but must not be published."""
-    raw = flatten(OmegaConf.to_container(hydra_settings, resolve=False))
-    names = {m.group(2) for v in raw.values() if isinstance(v, str) for m in _READS_ENVIRONMENT.finditer(v)}
-    return {os.environ[name] for name in names if name and len(os.environ.get(name, "")) >= SHORTEST_SECRET}
-
-
-def holds(text: str, hidden: set[str] | frozenset[str]) -> bool:
-    """Whether `text` holds one of `hidden`, the values `values_from_environment` found."""
-    return any(secret in text for secret in hidden)
-
-
-def refuse_values_from(cfg: DictConfig, hidden: set[str] | frozenset[str]) -> None:
-    """Raise ConfigError naming the first config key whose value holds one of `hidden` (values read from
-    the environment, reaching the config through Hydra: `experiment_name=${hydra:job.env_set.Y}`)."""
-    for key, value in flatten(OmegaConf.to_container(cfg, resolve=True)).items():
-        if holds(str(value), hidden):
-            raise ConfigError(
-                f"config key '{key}': its value comes from the environment (through a Hydra setting that reads "
-                "it), which a run's config may not: every value is logged to MLflow; write the value itself"
-            )
-
-
-def refuse_environment_values(cfg: DictConfig) -> None:
-    """Raise ConfigError naming the first key whose value is read from the environment (`${oc.env:...}`)."""
-    raw = OmegaConf.to_container(cfg, resolve=False)
-    for key, value in flatten(raw).items():
-        if isinstance(value, str) and _READS_ENVIRONMENT.search(value):
-            raise ConfigError(
-                f"config key '{key}': {value} reads the environment, which a run's config may not: every value "
-                "is logged to MLflow and saved with the run; write the value itself, or keep it out of the config"
-            )
 
 
 def _describe(e: OmegaConfBaseException) -> str:

@@ -27,9 +27,10 @@ from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
 from src import backends, datafiles, models, plots, problem, record, run_folders, stores, sweep
-from src.config import Objective, TrainConfig, flatten, holds, load_config, refuse_values_from, values_from_environment
+from src.config import Objective, TrainConfig, flatten, load_config
 from src.errors import ConfigError, DataFileError, TrainingDiverged, UserError, clean_exit
 from src.infra import command_line, lifecycle, limits, store_access
+from src.infra.env_values import holds, read_by_hydra, refuse_held
 
 log = logging.getLogger(__name__)
 
@@ -148,7 +149,7 @@ def main(cfg: DictConfig) -> float:
     """Train once; return the objective (the final training loss, or the held-out MSE) for sweepers."""
     hydra_config = HydraConfig.get()
     output_dir = Path(hydra_config.runtime.output_dir)
-    hidden = frozenset(values_from_environment(hydra_config))
+    hidden = frozenset(read_by_hydra(flatten(OmegaConf.to_container(hydra_config, resolve=False))))
     if hydra_config.mode != RunMode.MULTIRUN:
         with clean_exit():
             try:
@@ -176,7 +177,7 @@ def _train_once(
     """Check `cfg`, draw its data and train; `job` is (number, run name) inside a sweep; `hidden`, the
     values Hydra's settings read from the environment, which nothing the run records may hold."""
     config = load_config(cfg)
-    refuse_values_from(cfg, hidden)
+    refuse_held(flatten(OmegaConf.to_container(cfg, resolve=True)), hidden)
     limits.check_memory(config.data.n, backends.kept_steps(config.steps, config.log_every))
     resolved = OmegaConf.to_container(cfg, resolve=True)
     data = problem.make_problem(config)

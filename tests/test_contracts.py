@@ -73,7 +73,8 @@ def test_a_backend_makes_no_tracking_calls(backend):
         "true_b=2.0, x_min=-1.0, x_max=1.0, init_w='uniform', init_b='uniform', dtype='float64'); "
         f"backends.checked_fit(backends.load({BACKENDS[backend]!r}), m, x, y, w0, b0, lr=0.001, steps=20); "
         "print(sorted(n for n in sys.modules if n.split('.')[0] in ('mlflow', 'src') and n.startswith(('mlflow', "
-        "'src.record', 'src.registry', 'src.infra', 'src.train', 'src.sweep', 'src.plots'))))"
+        "'src.record', 'src.registry', 'src.infra.lifecycle', 'src.infra.store_access', 'src.train', 'src.sweep', "
+        "'src.plots'))))"
     )
     done = subprocess.run([sys.executable, "-c", script], cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr

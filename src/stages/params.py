@@ -34,8 +34,9 @@ import yaml
 from omegaconf import OmegaConf
 
 from src import datafiles
-from src.config import flatten, refuse_environment_values
+from src.config import flatten
 from src.errors import ConfigError
+from src.infra.env_values import refuse_in
 from src.stages import load_params, stage_errors
 
 log = logging.getLogger(__name__)
@@ -48,7 +49,9 @@ def compose(conf_dir: Path) -> str:
 
     with initialize_config_dir(str(Path(conf_dir).resolve()), version_base=None):
         cfg = hydra_compose(config_name="config")
-    refuse_environment_values(cfg)  # before resolving: the value itself never reaches params.yaml
+    refuse_in(
+        flatten(OmegaConf.to_container(cfg, resolve=False))
+    )  # before resolving: the value itself never reaches params.yaml
     OmegaConf.resolve(cfg)
     return OmegaConf.to_yaml(cfg)
 
