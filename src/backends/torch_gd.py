@@ -19,6 +19,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from src import models
 from src.backends import History, first_bad_step, history, rise_limit
 
 CUDA_CHECK_EVERY = 100
@@ -59,6 +60,7 @@ def fit(
     # Columns and 1x1 parameters, as in the book (and `predict`'s contract, src/models).
     x = torch.from_numpy(x).to(device).unsqueeze(1)
     y = torch.from_numpy(y).to(device).unsqueeze(1)
+    f = models.features(model, x)  # once, not every step: the same bits of ŷ
     w = torch.full((1, 1), w0, dtype=x.dtype, device=device, requires_grad=True)
     b = torch.full((1, 1), b0, dtype=x.dtype, device=device, requires_grad=True)
     on_cpu = device.type == "cpu"
@@ -66,7 +68,7 @@ def fit(
     limit, value, done = math.inf, math.nan, steps
 
     for i in progress(range(steps)) if progress else range(steps):
-        y_pred = model.predict(x, w, b)
+        y_pred = model.predict(f, w, b)
         loss = F.mse_loss(y_pred, y, reduction="sum") / 2
         previous, value = value, (loss.item() if on_cpu else loss.detach())
         if on_cpu:

@@ -2,10 +2,12 @@
 
 A model has two parameters, w and b, and its module defines (src/models/quadratic.py is the book's):
 - `FORMULA`: the fitted curve with `{w}` and `{b}` in place of the values, for figures;
-- `predict(x, w, b)`: ŷ for a column x (n, 1) and w, b of shape (1, 1), NumPy arrays or torch
-  tensors alike; the torch backend differentiates it with autograd;
-- `loss_and_grad(x, y, w, b)`: (L, dL/dw, dL/db) of L = 0.5·Σ(ŷ − y)², for 1-D NumPy x and y,
-  by hand, as sums over the points (the numpy backend adds them up block by block);
+- `features(x)`: what ŷ depends on x through (x² for the book's), computed once per fit, NumPy
+  arrays or torch tensors alike; without it, x itself;
+- `predict(f, w, b)`: ŷ from the features f, a column (n, 1), and w, b of shape (1, 1), NumPy arrays
+  or torch tensors alike; the torch backend differentiates it with autograd;
+- `loss_and_grad(f, y, w, b)`: (L, dL/dw, dL/db) of L = 0.5·Σ(ŷ − y)², for 1-D NumPy features f and
+  y, by hand, as sums over the points (the numpy backend adds them up block by block);
 - optionally `optimum(x, y)`, the exact (w*, b*), and `lr_bound(x)`, the largest stable step.
   Without them a run has no least-squares reference and no stability warning.
 A model module imports numpy only: it is logged with every MLflow model, and loaded without this
@@ -39,10 +41,15 @@ def source_file(model: ModuleType) -> Path:
     return Path(model.__file__)
 
 
+def features(model: ModuleType, x):
+    """The model's features of x (NumPy or torch), computed once per fit; x itself when it has none."""
+    return model.features(x) if hasattr(model, "features") else x
+
+
 def values(model: ModuleType, x: np.ndarray, w: float, b: float) -> np.ndarray:
     """ŷ at the points x (1-D), for numbers w and b, in x's dtype."""
-    column = np.asarray(x).reshape(-1, 1)
-    return model.predict(column, np.full((1, 1), w, column.dtype), np.full((1, 1), b, column.dtype)).ravel()
+    f = features(model, np.asarray(x).reshape(-1, 1))
+    return model.predict(f, np.full((1, 1), w, f.dtype), np.full((1, 1), b, f.dtype)).ravel()
 
 
 def label(model: ModuleType, w: str, b: str) -> str:

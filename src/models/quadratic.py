@@ -11,21 +11,24 @@ import numpy as np
 FORMULA = "{w}·x² + {b}"  # for figures and titles, with the values of w and b in place
 
 
-def predict(x, w, b):
-    """ŷ for a column x (n, 1) and parameters w, b of shape (1, 1): NumPy arrays or torch tensors.
-
-    The book's shapes and its matrix product: torch differentiates this as §2.7 does, so the
-    gradient's sum is added up in the book's order."""
-    return x**2 @ w + b
+def features(x):
+    """What ŷ depends on x through, computed once per fit: x² (NumPy arrays or torch tensors)."""
+    return x**2
 
 
-def loss_and_grad(x: np.ndarray, y: np.ndarray, w, b) -> tuple:
-    """§2.6's hand-written gradient: (L, dL/dw, dL/db) at (w, b), for 1-D x and y.
+def predict(f, w, b):
+    """ŷ from the features f = x², a column (n, 1), and parameters w, b of shape (1, 1): NumPy arrays
+    or torch tensors. The book's shapes and its matrix product: torch differentiates this as §2.7
+    does, so the gradient's sum is added up in the book's order."""
+    return f @ w + b
+
+
+def loss_and_grad(f: np.ndarray, y: np.ndarray, w, b) -> tuple:
+    """§2.6's hand-written gradient: (L, dL/dw, dL/db) at (w, b), for 1-D features f = x² and y.
 
     dL/dw = Σ(ŷ − y)·x² and dL/db = Σ(ŷ − y), summed with the book's `np.sum` (see src/backends)."""
-    x2 = x * x
-    r = x2 * w + b - y
-    return 0.5 * np.sum(r * r), np.sum(r * x2), np.sum(r)
+    r = f * w + b - y
+    return 0.5 * np.sum(r * r), np.sum(r * f), np.sum(r)
 
 
 # The loss is a quadratic in (w, b), so its optimum and its stable step sizes have closed forms.
