@@ -7,10 +7,12 @@ The schema is applied by merging, not through the defaults list, because DVC com
 
 from __future__ import annotations
 
+import importlib
 import math
 from collections.abc import Mapping
 from dataclasses import Field, dataclass, field
 from enum import Enum
+from types import ModuleType
 
 from omegaconf import MISSING, DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
@@ -66,6 +68,20 @@ class GroupConfig:
 
     name: str = MISSING
     module: str = MISSING
+
+
+def load_module(module: str, required: tuple[str, ...], group: str) -> ModuleType:
+    """The module a `group` choice names (its `module` key), checked for the names that `group`'s modules
+    define (`required`); ValueError, naming what is wrong and where the contract is, if it fails."""
+    contract = f"see src/{group}s/__init__.py"
+    try:
+        loaded = importlib.import_module(module)
+    except ImportError as e:
+        raise ValueError(f"{group} module {module!r} cannot be imported ({e}); {contract}") from e
+    missing = [name for name in required if not hasattr(loaded, name)]
+    if missing:
+        raise ValueError(f"{group} module {module!r} lacks {', '.join(missing)}; {contract}")
+    return loaded
 
 
 @dataclass

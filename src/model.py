@@ -24,8 +24,7 @@ class FittedModel(mlflow.pyfunc.PythonModel):
 
     def predict(self, context, model_input: pd.DataFrame, params=None) -> np.ndarray:
         x = np.asarray(model_input["x"], dtype=np.float64).reshape(-1, 1)
-        f = self.formula.features(x) if hasattr(self.formula, "features") else x
-        return self.formula.predict(f, np.full((1, 1), self.w), np.full((1, 1), self.b)).ravel()
+        return self.formula.predict(self.formula.features(x), np.full((1, 1), self.w), np.full((1, 1), self.b)).ravel()
 
 
 mlflow.models.set_model(FittedModel())

@@ -91,7 +91,7 @@ def _sample_legacy_torch(model, seed, n, noise, true_w, true_b, x_min, x_max, in
     g = torch.Generator().manual_seed(seed)
     x = torch.unsqueeze(torch.linspace(x_min, x_max, n), dim=1)
     true = torch.full((1, 1), true_w), torch.full((1, 1), true_b)
-    y = model.predict(models.features(model, x), *true) + noise * torch.rand(x.size(), generator=g)
+    y = model.predict(model.features(x), *true) + noise * torch.rand(x.size(), generator=g)
     w0 = _draw(init_w, lambda: torch.rand(1, 1, generator=g), lambda: torch.randn(1, 1, generator=g))
     b0 = _draw(init_b, lambda: torch.rand(1, 1, generator=g), lambda: torch.randn(1, 1, generator=g))
     return x.numpy().ravel(), y.numpy().ravel(), w0, b0

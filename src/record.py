@@ -186,11 +186,12 @@ def record_fit(
     history,
     params: Mapping[str, object],
     files: Mapping[str, bytes],
-    diverged: bool,
+    fitted: tuple[float, float, float] | None,
 ) -> float | None:
     """Record a fit in run `run_id`: the training and held-out data (x, y, source file) as its datasets,
-    the fitted model with its scores (unless it diverged, when it has none), the params, the per-step
-    history in one batch, and the run's files. Returns the held-out MSE, None when diverged."""
+    the fitted model with its scores (`fitted`: the final w, b and training loss; None when the fit
+    diverged, which has no model), the params, the per-step history in one batch, and the run's
+    files. Returns the held-out MSE, None when diverged."""
     (x, y, train_source), (x_test, y_test, test_source) = train_set, test_set
     training = log_dataset(run_id, x, y, name="train", context="training", source=train_source)
     evaluation = log_dataset(run_id, x_test, y_test, name="test", context="evaluation", source=test_source)
@@ -198,18 +199,18 @@ def record_fit(
     # held-out MSE is logged with the fit, so that a FINISHED run always holds its score: a resumed
     # sweep reads it back as the objective, and the model registry ranks versions by it.
     final, test_mse = [], None
-    if not diverged:
-        w, b = float(history.w[-1]), float(history.b[-1])
+    if fitted is not None:
+        w, b, final_loss = fitted
         # before the histories: MLflow copies every metric the run has at step 0 onto a new model
         # and reads all their histories to do it, which would cost as much as logging them
         model_id = log_model(model, w, b, x_example=x[:: max(1, len(x) // 5)][:5])
         test_mse = models.mse(model, x_test, y_test, w, b)
-        fitted = {"final_loss": models.loss(model, x, y, w, b), "final_w": w, "final_b": b}
+        on_training = {"final_loss": final_loss, "final_w": w, "final_b": b}
         held_out = {"test_mse": test_mse, "test_r2": models.r2(model, x_test, y_test, w, b)}
-        final = [*scores(fitted, model_id, training), *scores(held_out, model_id, evaluation)]
+        final = [*scores(on_training, model_id, training), *scores(held_out, model_id, evaluation)]
     series = {"loss": history.loss, "log10_loss": plots.log10_loss(history.loss), "w": history.w, "b": history.b}
     log_params_and_history(client, run_id, params=params, history=curves(series), steps=history.step, final=final)
     log_files(client, run_id, files)  # what this run made, not what its folder holds now
-    if diverged:
+    if fitted is None:
         client.set_tag(run_id, DIVERGED_TAG, "true")
     return test_mse

@@ -97,7 +97,7 @@ def train(
         datafiles.write_files(output_dir, files)
         params = {**flatten(resolved), **({"lr_bound": bound} if bound is not None else {})}
         test_mse = record.record_fit(client, run_id, model, (x, y, data_source), (x_test, y_test, held_out_source),
-                                     history, params, files, diverged)  # fmt: skip
+                                     history, params, files, None if diverged else (w, b, final_loss))  # fmt: skip
         if diverged:
             raise TrainingDiverged(backends.describe_divergence(history, final_loss, config.lr, bound))
     return Result(run_id, experiment_id, loss=final_loss, w=w, b=b, test_mse=test_mse)

@@ -4,6 +4,7 @@ tracking calls. A new backend or model is checked here without a line added."""
 
 from __future__ import annotations
 
+import re
 import subprocess
 import sys
 from types import SimpleNamespace
@@ -115,3 +116,17 @@ def test_a_backend_that_breaks_the_contract_fails_with_a_clear_error(returned, s
     x, y, w0, b0 = _problem(formula)
     with pytest.raises(BrokenBackend, match=says):
         checked_fit(_backend_whose_fit_returns(returned), formula, x, y, w0, b0, lr=0.001, steps=3)
+
+
+@pytest.mark.parametrize(
+    "load,module,says",
+    [
+        (models.load, "src.models.nonexistent", "model module 'src.models.nonexistent' cannot be imported"),
+        (models.load, "math", "model module 'math' lacks FORMULA, features, predict, loss_and_grad; see src/models/"),
+        (backends.load, "src.backends.nonexistent", "backend module 'src.backends.nonexistent' cannot be imported"),
+        (backends.load, "math", "backend module 'math' lacks fit, resolve_device, STEP_COST; see src/backends/"),
+    ],
+)
+def test_a_module_that_is_not_a_model_or_backend_is_refused_naming_what_it_lacks(load, module, says):
+    with pytest.raises(ValueError, match=re.escape(says)):
+        load(module)

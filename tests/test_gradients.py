@@ -23,7 +23,7 @@ def _data(model, n=50, seed=0):
 @pytest.mark.parametrize("w,b", POINTS)
 def test_gradient_matches_central_differences(model, w, b):
     x, y = _data(model)
-    _, grad_w, grad_b = model.loss_and_grad(models.features(model, x), y, w, b)
+    _, grad_w, grad_b = model.loss_and_grad(model.features(x), y, w, b)
 
     def loss(w, b):  # from `predict`, not from the gradient under test
         return models.loss(model, x, y, w, b)
@@ -40,12 +40,12 @@ def test_gradient_matches_central_differences(model, w, b):
 @pytest.mark.parametrize("w,b", POINTS)
 def test_gradient_matches_torch_autograd(model, w, b):
     x, y = _data(model, seed=1)
-    loss, grad_w, grad_b = model.loss_and_grad(models.features(model, x), y, w, b)
+    loss, grad_w, grad_b = model.loss_and_grad(model.features(x), y, w, b)
 
     tw = torch.full((1, 1), w, dtype=torch.float64, requires_grad=True)
     tb = torch.full((1, 1), b, dtype=torch.float64, requires_grad=True)
     tx, ty = torch.from_numpy(x).unsqueeze(1), torch.from_numpy(y).unsqueeze(1)
-    tloss = 0.5 * ((model.predict(models.features(model, tx), tw, tb) - ty) ** 2).sum()
+    tloss = 0.5 * ((model.predict(model.features(tx), tw, tb) - ty) ** 2).sum()
     tloss.backward()
 
     assert loss == pytest.approx(tloss.item(), rel=1e-12)
@@ -63,7 +63,7 @@ def test_sums_block_by_block_are_np_sum_bit_for_bit(model, n, block, dtype):
     blocks, tree = summation_tree(n, block)
     assert blocks[0][0] == 0 and blocks[-1][1] == n
     assert all(a[1] == b[0] for a, b in zip(blocks[:-1], blocks[1:], strict=True))
-    f = models.features(model, x)
+    f = model.features(x)
     blocked = loss_and_grad(model, f, y, w, b, blocks, tree)
     whole = model.loss_and_grad(f, y, w, b)
     assert [v.dtype for v in blocked] == [np.dtype(dtype)] * 3

@@ -17,12 +17,13 @@ framework itself, so choosing numpy never imports torch.
 
 from __future__ import annotations
 
-import importlib
 import math
 from types import ModuleType
 from typing import NamedTuple
 
 import numpy as np
+
+from src.config import load_module
 
 
 class History(NamedTuple):
@@ -82,14 +83,7 @@ REQUIRED = ("fit", "resolve_device", "STEP_COST")
 
 def load(module: str) -> ModuleType:
     """The backend module named `module` (such as "src.backends.numpy_gd"), checked for what a backend defines."""
-    try:
-        backend = importlib.import_module(module)
-    except ImportError as e:
-        raise ValueError(f"backend module {module!r} cannot be imported ({e}); see src/backends/__init__.py") from e
-    missing = [name for name in REQUIRED if not hasattr(backend, name)]
-    if missing:
-        raise ValueError(f"backend module {module!r} lacks {', '.join(missing)}; see src/backends/__init__.py")
-    return backend
+    return load_module(module, REQUIRED, "backend")
 
 
 def estimated_seconds(backend: ModuleType, n: int, steps: int) -> float:

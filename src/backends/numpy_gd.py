@@ -12,7 +12,6 @@ from collections.abc import Callable, Iterable
 
 import numpy as np
 
-from src import models
 from src.backends import History, history, kept_steps, rise_limit
 
 # Points per block. A step makes several passes over its arrays; block by block, they run in the
@@ -87,7 +86,7 @@ def fit(
         raise ValueError(f"the numpy backend runs on the CPU only, not on {device!r}")
     scalar = x.dtype.type
     w, b, lr = scalar(w0), scalar(b0), scalar(lr)
-    f = models.features(model, x)
+    f = model.features(x)
     blocks, tree = summation_tree(len(x))
     rows = np.empty((kept_steps(steps, every), 3), dtype=x.dtype)
     numbers = np.empty(len(rows), dtype=np.int64)

@@ -19,7 +19,6 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from src import models
 from src.backends import History, first_bad_step, history, rise_limit
 
 CUDA_CHECK_EVERY = 100
@@ -60,7 +59,7 @@ def fit(
     # Columns and 1x1 parameters, as in the book (and `predict`'s contract, src/models).
     x = torch.from_numpy(x).to(device).unsqueeze(1)
     y = torch.from_numpy(y).to(device).unsqueeze(1)
-    f = models.features(model, x)  # once, not every step: the same bits of ŷ
+    f = model.features(x)  # once, not every step: the same bits of ŷ
     w = torch.full((1, 1), w0, dtype=x.dtype, device=device, requires_grad=True)
     b = torch.full((1, 1), b0, dtype=x.dtype, device=device, requires_grad=True)
     on_cpu = device.type == "cpu"

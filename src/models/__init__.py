@@ -3,7 +3,7 @@
 A model has two parameters, w and b, and its module defines (src/models/quadratic.py is the book's):
 - `FORMULA`: the fitted curve with `{w}` and `{b}` in place of the values, for figures;
 - `features(x)`: what ŷ depends on x through (x² for the book's), computed once per fit, NumPy
-  arrays or torch tensors alike; without it, x itself;
+  arrays or torch tensors alike (`x` itself, for a model that needs no more);
 - `predict(f, w, b)`: ŷ from the features f, a column (n, 1), and w, b of shape (1, 1), NumPy arrays
   or torch tensors alike; the torch backend differentiates it with autograd;
 - `loss_and_grad(f, y, w, b)`: (L, dL/dw, dL/db) of L = 0.5·Σ(ŷ − y)², for 1-D NumPy features f and
@@ -16,39 +16,23 @@ repository.
 
 from __future__ import annotations
 
-import importlib
-from pathlib import Path
 from types import ModuleType
 
 import numpy as np
 
-REQUIRED = ("FORMULA", "predict", "loss_and_grad")
+from src.config import load_module
+
+REQUIRED = ("FORMULA", "features", "predict", "loss_and_grad")
 
 
 def load(module: str) -> ModuleType:
     """The model module named `module` (such as "src.models.quadratic"), checked for what a model defines."""
-    try:
-        model = importlib.import_module(module)
-    except ImportError as e:
-        raise ValueError(f"model module {module!r} cannot be imported ({e}); see src/models/__init__.py") from e
-    missing = [name for name in REQUIRED if not hasattr(model, name)]
-    if missing:
-        raise ValueError(f"model module {module!r} lacks {', '.join(missing)}; see src/models/__init__.py")
-    return model
-
-
-def source_file(model: ModuleType) -> Path:
-    return Path(model.__file__)
-
-
-def features(model: ModuleType, x):
-    """The model's features of x (NumPy or torch), computed once per fit; x itself when it has none."""
-    return model.features(x) if hasattr(model, "features") else x
+    return load_module(module, REQUIRED, "model")
 
 
 def values(model: ModuleType, x: np.ndarray, w: float, b: float) -> np.ndarray:
     """ŷ at the points x (1-D), for numbers w and b, in x's dtype."""
-    f = features(model, np.asarray(x).reshape(-1, 1))
+    f = model.features(np.asarray(x).reshape(-1, 1))
     return model.predict(f, np.full((1, 1), w, f.dtype), np.full((1, 1), b, f.dtype)).ravel()
 
 
